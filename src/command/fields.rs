@@ -1,0 +1,184 @@
+//! Domain newtypes whose only constructors validate, so that a value of the type is
+//! known to be safe to put into an argv, a path or a topic.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a field value was refused; becomes an `invalid` answer naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FieldError(pub String);
+
+/// The label of one borgmatic configuration file: `^[A-Za-z0-9._-]{1,64}$`, and never
+/// `.` or `..`, so `<config_dir>/<label>.yaml` cannot leave the config directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepositoryLabel(String);
+
+impl RepositoryLabel {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if s.is_empty() || s.len() > 64 || !ok_chars || s.starts_with('.') {
+            return Err(FieldError(format!(
+                "repository must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,63}}, got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RepositoryLabel {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<RepositoryLabel> for String {
+    fn from(l: RepositoryLabel) -> String {
+        l.0
+    }
+}
+
+impl fmt::Display for RepositoryLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client's request id: at most 64 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+            return Err(FieldError(
+                "request_id must be 1 to 64 printable ASCII characters".into(),
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RequestId {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(r: RequestId) -> String {
+        r.0
+    }
+}
+
+/// A job id: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        uuid::Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| FieldError(format!("job_id is not a UUID: {}", shorten(s))))
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<JobId> for String {
+    fn from(j: JobId) -> String {
+        j.0.to_string()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Quotes a client value for an error message without echoing megabytes of it.
+pub(crate) fn shorten(s: &str) -> String {
+    let cut: String = s.chars().take(40).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_refuse_traversal_and_shell_tricks() {
+        for bad in [
+            "",
+            "..",
+            ".",
+            "../etc",
+            "a/b",
+            "a b",
+            "x;rm -rf /",
+            "$(id)",
+            "`id`",
+            ".hidden",
+            "a\0b",
+            "ü",
+        ] {
+            assert!(RepositoryLabel::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = "a".repeat(65);
+        assert!(RepositoryLabel::parse(&long).is_err());
+        for good in ["nextcloud", "a", "Repo_1.main-2", &"a".repeat(64)] {
+            assert!(RepositoryLabel::parse(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_bounded_and_printable() {
+        assert!(RequestId::parse("nr-42").is_ok());
+        assert!(RequestId::parse("").is_err());
+        assert!(RequestId::parse(&"x".repeat(65)).is_err());
+        assert!(RequestId::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn job_ids_are_v7_and_round_trip() {
+        let a = JobId::new();
+        let b = JobId::new();
+        assert!(a < b, "v7 ids sort by time");
+        assert_eq!(JobId::parse(&a.to_string()).unwrap(), a);
+        assert!(JobId::parse("not-a-uuid").is_err());
+    }
+}

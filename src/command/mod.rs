@@ -1,0 +1,335 @@
+//! The typed command model shared by every transport.
+//!
+//! A request becomes a [`Command`] here or an [`ApiError`]; nothing after this boundary
+//! sees the raw JSON. Each variant's fields are already valid, so the service only has
+//! to check what depends on state (the repository exists, it is not busy).
+
+mod fields;
+mod response;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub(crate) use fields::shorten;
+pub use fields::{FieldError, JobId, RepositoryLabel, RequestId};
+pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
+
+use crate::auth::Role;
+use crate::jobs::JobState;
+
+/// Whether a command starts a job or answers at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Job,
+    Immediate,
+}
+
+macro_rules! command_names {
+    ($($variant:ident => $name:literal, $role:ident, $kind:ident, $implemented:literal;)*) => {
+        /// Every command name of the v1 contract.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum CommandName { $($variant,)* }
+
+        impl CommandName {
+            pub const ALL: &'static [CommandName] = &[$(CommandName::$variant,)*];
+
+            /// `group/action`, as in the topic and the HTTP path.
+            pub fn as_str(self) -> &'static str {
+                match self { $(CommandName::$variant => $name,)* }
+            }
+            /// The least role allowed to run it.
+            pub fn role(self) -> Role {
+                match self { $(CommandName::$variant => Role::$role,)* }
+            }
+            pub fn kind(self) -> Kind {
+                match self { $(CommandName::$variant => Kind::$kind,)* }
+            }
+            /// Whether this build can run it; the others answer `unavailable`.
+            pub fn implemented(self) -> bool {
+                match self { $(CommandName::$variant => $implemented,)* }
+            }
+            pub fn parse(s: &str) -> Option<CommandName> {
+                match s { $($name => Some(CommandName::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+command_names! {
+    BackupRun => "backup/run", Write, Job, true;
+    BackupVerify => "backup/verify", Write, Job, false;
+    ArchiveList => "archive/list", Read, Job, true;
+    ArchiveInfo => "archive/info", Read, Job, false;
+    ArchiveExtract => "archive/extract", Write, Job, false;
+    ArchiveMount => "archive/mount", Write, Job, false;
+    ArchiveUmount => "archive/umount", Write, Job, false;
+    RepoInfo => "repo/info", Read, Job, false;
+    RepoCheck => "repo/check", Write, Job, false;
+    RepoPrune => "repo/prune", Write, Job, false;
+    RepoCompact => "repo/compact", Write, Job, false;
+    RepoBreakLock => "repo/break-lock", Admin, Job, false;
+    RepoLatestStats => "repo/latest-stats", Read, Job, false;
+    RepoLockStatus => "repo/lock-status", Read, Immediate, false;
+    ConfigList => "config/list", Read, Immediate, false;
+    ConfigShow => "config/show", Read, Immediate, false;
+    ConfigValidate => "config/validate", Read, Job, false;
+    ConfigCheckAio => "config/check-aio", Read, Immediate, false;
+    KeyChangePassphrase => "key/change-passphrase", Admin, Job, false;
+    ContainerList => "container/list", Read, Immediate, false;
+    ContainerExec => "container/exec", Write, Job, false;
+    AioBackup => "aio/backup", Write, Job, false;
+    AioHealthcheck => "aio/healthcheck", Read, Job, false;
+    AioStart => "aio/start", Write, Job, false;
+    AioStop => "aio/stop", Admin, Job, false;
+    VolumeList => "volume/list", Read, Immediate, false;
+    EmergencyStatus => "emergency/status", Read, Immediate, false;
+    EmergencyStop => "emergency/stop", Admin, Job, false;
+    SshKeyList => "ssh-key/list", Read, Immediate, false;
+    SshKeyShow => "ssh-key/show", Read, Immediate, false;
+    SshKeyCreate => "ssh-key/create", Admin, Immediate, false;
+    SshKeyRotate => "ssh-key/rotate", Admin, Immediate, false;
+    SshKeyDelete => "ssh-key/delete", Admin, Immediate, false;
+    SshKeyTest => "ssh-key/test", Read, Job, false;
+    NetTcpCheck => "net/tcp-check", Read, Immediate, false;
+    SecurityExecPolicy => "security/exec-policy", Read, Immediate, false;
+    AuditList => "audit/list", Admin, Immediate, false;
+    JobGet => "job/get", Read, Immediate, true;
+    JobList => "job/list", Read, Immediate, true;
+    JobCancel => "job/cancel", Write, Immediate, true;
+}
+
+impl std::fmt::Display for CommandName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `backup/run`: borgmatic `create`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRun {
+    pub repository: RepositoryLabel,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default = "yes")]
+    pub stats: bool,
+    #[serde(default = "yes")]
+    pub progress: bool,
+}
+
+/// `archive/list`: borgmatic `repo-list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveList {
+    pub repository: RepositoryLabel,
+    /// Only the newest N archives.
+    #[serde(default)]
+    pub last: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    pub job_id: JobId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobListFilter {
+    #[serde(default)]
+    pub state: Option<JobState>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A request that has passed every check that needs no state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    BackupRun(BackupRun),
+    ArchiveList(ArchiveList),
+    JobGet(JobRef),
+    JobList(JobListFilter),
+    JobCancel(JobRef),
+}
+
+impl Command {
+    /// Builds the command named `name` from the request's own fields (the envelope
+    /// fields already removed).
+    pub fn parse(name: CommandName, fields: Map<String, Value>) -> Result<Command, ApiError> {
+        let v = Value::Object(fields);
+        Ok(match name {
+            CommandName::BackupRun => Command::BackupRun(from(v)?),
+            CommandName::ArchiveList => Command::ArchiveList(from(v)?),
+            CommandName::JobGet => Command::JobGet(from(v)?),
+            CommandName::JobList => Command::JobList(from(v)?),
+            CommandName::JobCancel => Command::JobCancel(from(v)?),
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("{other} is part of the contract but not available in this version"),
+                ))
+            }
+        })
+    }
+
+    pub fn name(&self) -> CommandName {
+        match self {
+            Command::BackupRun(_) => CommandName::BackupRun,
+            Command::ArchiveList(_) => CommandName::ArchiveList,
+            Command::JobGet(_) => CommandName::JobGet,
+            Command::JobList(_) => CommandName::JobList,
+            Command::JobCancel(_) => CommandName::JobCancel,
+        }
+    }
+
+    /// The repository this command works on, if it works on one.
+    pub fn repository(&self) -> Option<&RepositoryLabel> {
+        match self {
+            Command::BackupRun(c) => Some(&c.repository),
+            Command::ArchiveList(c) => Some(&c.repository),
+            _ => None,
+        }
+    }
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// The envelope of a request: what every command shares, split from its own fields.
+#[derive(Debug)]
+pub struct Envelope {
+    pub request_id: Option<RequestId>,
+    pub token: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+impl Envelope {
+    /// Splits a JSON body. An empty body is an empty object (commands without fields).
+    /// On error the request id is still returned when it could be read, so the answer
+    /// can echo it.
+    pub fn parse(body: &[u8]) -> Result<Envelope, (Option<RequestId>, ApiError)> {
+        let trimmed = body.iter().all(|b| b.is_ascii_whitespace());
+        let value: Value = if trimmed {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| (None, ApiError::invalid(format!("malformed JSON: {e}"))))?
+        };
+        let Value::Object(mut fields) = value else {
+            return Err((None, ApiError::invalid("the request must be a JSON object")));
+        };
+        let request_id = match fields.remove("request_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                Some(RequestId::parse(&s).map_err(|e| (None, ApiError::invalid(e.0)))?)
+            }
+            Some(_) => {
+                return Err((None, ApiError::invalid("request_id must be a string")));
+            }
+        };
+        let token = match fields.remove("token") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                return Err((request_id, ApiError::invalid("token must be a string")));
+            }
+        };
+        Ok(Envelope {
+            request_id,
+            token,
+            fields,
+        })
+    }
+}
+
+/// Checks a topic prefix: no wildcards, no empty levels, no leading `$`.
+pub fn validate_topic_base(base: &str) -> Result<(), String> {
+    if base.is_empty()
+        || base.starts_with('$')
+        || base.contains(['#', '+', '\0'])
+        || base.split('/').any(|l| l.is_empty())
+    {
+        return Err(format!(
+            "{base:?} is not a usable topic prefix (no wildcards, no empty levels, no leading $)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(name: &str, v: Value) -> Result<Command, ApiError> {
+        let Value::Object(m) = v else { panic!() };
+        Command::parse(CommandName::parse(name).unwrap(), m)
+    }
+
+    #[test]
+    fn backup_run_defaults() {
+        let c = parse("backup/run", json!({"repository": "nc"})).unwrap();
+        assert_eq!(
+            c,
+            Command::BackupRun(BackupRun {
+                repository: RepositoryLabel::parse("nc").unwrap(),
+                dry_run: false,
+                stats: true,
+                progress: true
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_wrong_types_and_traversal_are_invalid() {
+        for (name, body) in [
+            ("backup/run", json!({"repository": "nc", "extra": 1})),
+            ("backup/run", json!({"repository": "nc", "dry_run": "yes"})),
+            ("backup/run", json!({"repository": "../etc/passwd"})),
+            ("backup/run", json!({"repository": "nc; rm -rf /"})),
+            ("backup/run", json!({"repository": 7})),
+            ("backup/run", json!({})),
+            ("archive/list", json!({"repository": "nc", "last": -1})),
+            ("job/get", json!({"job_id": "x"})),
+            ("job/list", json!({"state": "bogus"})),
+        ] {
+            let err = parse(name, body.clone()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Invalid, "{name} {body}");
+        }
+    }
+
+    #[test]
+    fn envelope_extracts_request_id_and_token() {
+        let e = Envelope::parse(br#"{"request_id":"a","token":"t","repository":"x"}"#).unwrap();
+        assert_eq!(e.request_id.unwrap().as_str(), "a");
+        assert_eq!(e.token.as_deref(), Some("t"));
+        assert_eq!(e.fields.len(), 1);
+        assert!(Envelope::parse(b"[1]").is_err());
+        assert!(Envelope::parse(b"{").is_err());
+        assert!(Envelope::parse(b"").unwrap().fields.is_empty());
+        let (rid, err) = Envelope::parse(br#"{"request_id":"a","token":5}"#).unwrap_err();
+        assert_eq!(rid.unwrap().as_str(), "a");
+        assert_eq!(err.code, ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn every_name_round_trips() {
+        for n in CommandName::ALL {
+            assert_eq!(CommandName::parse(n.as_str()), Some(*n));
+        }
+        assert_eq!(CommandName::parse("backup/../run"), None);
+    }
+
+    #[test]
+    fn topic_bases() {
+        assert!(validate_topic_base("borgmatic/host").is_ok());
+        for bad in ["", "a/#", "a/+/b", "$SYS/x", "a//b", "/a"] {
+            assert!(validate_topic_base(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! Settings: built-in defaults < TOML file < `BMQTT_` environment, plus the start-up
+//! guards that refuse to run an unsafe or broken configuration.
+//!
+//! Every secret also accepts `<key>_file` (`BMQTT_AUTH__READ_TOKEN_FILE`), the form
+//! Docker secrets use. Secrets live in [`Secret`], which never prints its value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Where the TOML file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/borgmatic-mqtt/config.toml";
+/// Shortest token accepted: long enough that guessing is hopeless.
+pub const MIN_TOKEN_LEN: usize = 24;
+
+/// A secret value. Its `Debug`, `Display` and `Serialize` forms are `[redacted]`, so a
+/// secret cannot reach a log line or `check-config` output by accident.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from a trusted source (file, environment, request).
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value itself; call only where it is handed to its consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// The whole configuration, as the spec's "Configuration surface" names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub mqtt: MqttSettings,
+    pub auth: AuthSettings,
+    pub borgmatic: BorgmaticSettings,
+    pub http: HttpSettings,
+    pub state_dir: PathBuf,
+    pub docker: DockerSettings,
+    pub log: LogSettings,
+    pub jobs: JobSettings,
+    /// Per-repository settings, keyed by repository label.
+    pub repositories: BTreeMap<String, RepositorySettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttSettings::default(),
+            auth: AuthSettings::default(),
+            borgmatic: BorgmaticSettings::default(),
+            http: HttpSettings::default(),
+            state_dir: PathBuf::from("/var/lib/borgmatic-mqtt"),
+            docker: DockerSettings::default(),
+            log: LogSettings::default(),
+            jobs: JobSettings::default(),
+            repositories: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Defaults to `borgmatic/<node_id>`.
+    pub base_topic: Option<String>,
+    /// Defaults to the host name, lower-cased, `[a-z0-9_-]` only.
+    pub node_id: Option<String>,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u64,
+    /// Largest packet sent or accepted; archive lists of big repositories are large.
+    pub max_packet_bytes: u32,
+    /// Ceiling of the reconnect backoff, in seconds.
+    pub reconnect_max_secs: u64,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 1883,
+            username: None,
+            password: None,
+            password_file: None,
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            base_topic: None,
+            node_id: None,
+            keep_alive_secs: 30,
+            max_packet_bytes: 64 * 1024 * 1024,
+            reconnect_max_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub read_token: Option<Secret>,
+    pub read_token_file: Option<PathBuf>,
+    pub write_token: Option<Secret>,
+    pub write_token_file: Option<PathBuf>,
+    pub admin_token: Option<Secret>,
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BorgmaticSettings {
+    pub config_dir: PathBuf,
+    pub binary: PathBuf,
+}
+
+impl Default for BorgmaticSettings {
+    fn default() -> Self {
+        Self {
+            config_dir: PathBuf::from("/etc/borgmatic.d"),
+            binary: PathBuf::from("borgmatic"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// `host:port`, or `off`.
+    pub listen: String,
+    pub from_header: Option<Secret>,
+    pub from_header_file: Option<PathBuf>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8484".into(),
+            from_header: None,
+            from_header_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSettings {
+    /// Defaults to `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `borgmatic_mqtt=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Jobs running at once across all repositories; the rest wait as `queued`.
+    pub max_concurrent: usize,
+    /// Log lines kept in memory per job (the seq count never resets).
+    pub log_lines_kept: usize,
+    /// Log lines of a finished job kept in the store.
+    pub stored_lines: usize,
+    /// QoS of `jobs/<id>/log` messages (0 or 1).
+    pub log_qos: u8,
+    /// Seconds a finished job is kept before it is forgotten.
+    pub ttl_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
+    pub kill_grace_secs: u64,
+    /// Default timeout of a job, in seconds.
+    pub default_timeout_secs: u64,
+    /// Per-command timeouts in seconds, keyed `backup/run` (or `backup_run`).
+    pub timeouts: BTreeMap<String, u64>,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            log_lines_kept: 10_000,
+            stored_lines: 1_000,
+            log_qos: 0,
+            ttl_secs: 7 * 24 * 3600,
+            kill_grace_secs: 30,
+            default_timeout_secs: 24 * 3600,
+            timeouts: BTreeMap::new(),
+        }
+    }
+}
+
+impl JobSettings {
+    /// The timeout of one command, `archive/list` or its environment form `archive_list`.
+    pub fn timeout_for(&self, command: &str) -> std::time::Duration {
+        let secs = self
+            .timeouts
+            .iter()
+            .find(|(k, _)| normalise_command_key(k) == command)
+            .map(|(_, v)| *v)
+            .unwrap_or(self.default_timeout_secs);
+        std::time::Duration::from_secs(secs)
+    }
+}
+
+fn normalise_command_key(key: &str) -> String {
+    if key.contains('/') {
+        key.to_string()
+    } else {
+        key.replacen('_', "/", 1)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositorySettings {
+    /// The borg passphrase, handed to borgmatic only through `BORG_PASSPHRASE`.
+    pub passphrase: Option<Secret>,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// One thing wrong with the configuration: the key, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Layers defaults, the TOML file (explicit path, else the default path when it
+    /// exists) and the `BMQTT_` environment, then reads `_file` secrets.
+    pub fn load(path: Option<&Path>) -> Result<Settings, Vec<Problem>> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match path {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(vec![problem(
+                        "--config",
+                        format!("{} does not exist or is not a file", p.display()),
+                    )]);
+                }
+                figment = figment.merge(Toml::file(p));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_FILE).is_file() {
+                    figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE));
+                }
+            }
+        }
+        figment = figment.merge(Env::prefixed("BMQTT_").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Extracts and resolves settings from an already layered figment (tests use this).
+    pub fn from_figment(figment: Figment) -> Result<Settings, Vec<Problem>> {
+        let mut settings: Settings = figment.extract().map_err(|e| {
+            e.into_iter()
+                .map(|err| {
+                    let key = err.path.join(".");
+                    problem(
+                        if key.is_empty() {
+                            "configuration".into()
+                        } else {
+                            key
+                        },
+                        err.kind.to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })?;
+        settings.resolve_secret_files()?;
+        Ok(settings)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), Vec<Problem>> {
+        let mut problems = Vec::new();
+        resolve(
+            "mqtt.password",
+            &mut self.mqtt.password,
+            &self.mqtt.password_file,
+            &mut problems,
+        );
+        resolve(
+            "auth.read_token",
+            &mut self.auth.read_token,
+            &self.auth.read_token_file,
+            &mut problems,
+        );
+        resolve(
+            "auth.write_token",
+            &mut self.auth.write_token,
+            &self.auth.write_token_file,
+            &mut problems,
+        );
+        resolve(
+            "auth.admin_token",
+            &mut self.auth.admin_token,
+            &self.auth.admin_token_file,
+            &mut problems,
+        );
+        resolve(
+            "http.from_header",
+            &mut self.http.from_header,
+            &self.http.from_header_file,
+            &mut problems,
+        );
+        for (label, repo) in self.repositories.iter_mut() {
+            let key = format!("repositories.{label}.passphrase");
+            resolve(
+                &key,
+                &mut repo.passphrase,
+                &repo.passphrase_file,
+                &mut problems,
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Checks everything that can be checked without running anything.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let tokens = [
+            ("auth.read_token", self.auth.read_token.as_ref(), true),
+            ("auth.write_token", self.auth.write_token.as_ref(), true),
+            ("auth.admin_token", self.auth.admin_token.as_ref(), false),
+        ];
+        for (key, value, required) in tokens {
+            match value {
+                None if required => problems.push(problem(
+                    key,
+                    format!(
+                        "missing; set it (at least {MIN_TOKEN_LEN} random characters, e.g. `openssl rand -hex 24`) \
+                         in the config file, as BMQTT_{} or through BMQTT_{}_FILE",
+                        env_name(key),
+                        env_name(key)
+                    ),
+                )),
+                None => {}
+                Some(s) if s.is_empty() => problems.push(problem(
+                    key,
+                    "is empty; set a random value of at least 24 characters or remove the key",
+                )),
+                Some(s) if s.expose().chars().count() < MIN_TOKEN_LEN => problems.push(problem(
+                    key,
+                    format!(
+                        "is shorter than {MIN_TOKEN_LEN} characters; use a longer random value (`openssl rand -hex 24`)"
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (i, (ka, a, _)) in tokens.iter().enumerate() {
+            for (kb, b, _) in tokens.iter().skip(i + 1) {
+                if let (Some(a), Some(b)) = (a, b) {
+                    if !a.is_empty() && a == b {
+                        problems.push(problem(
+                            *kb,
+                            format!("equals {ka}; every role needs its own token"),
+                        ));
+                    }
+                }
+            }
+        }
+        if !self.borgmatic.config_dir.is_dir() {
+            problems.push(problem(
+                "borgmatic.config_dir",
+                format!(
+                    "{} is not a directory; create it and put one borgmatic configuration per repository in it (<label>.yaml)",
+                    self.borgmatic.config_dir.display()
+                ),
+            ));
+        }
+        if let Err(reason) = crate::command::validate_topic_base(&self.base_topic()) {
+            problems.push(problem("mqtt.base_topic", reason));
+        }
+        if self.jobs.max_concurrent == 0 {
+            problems.push(problem("jobs.max_concurrent", "must be at least 1"));
+        }
+        if self.jobs.log_qos > 1 {
+            problems.push(problem("jobs.log_qos", "must be 0 or 1"));
+        }
+        for label in self.repositories.keys() {
+            if crate::command::RepositoryLabel::parse(label).is_err() {
+                problems.push(problem(
+                    format!("repositories.{label}"),
+                    "is not a valid repository label ([A-Za-z0-9._-], 1 to 64 characters)",
+                ));
+            }
+        }
+        if self.mqtt.tls {
+            for (key, file) in [
+                ("mqtt.ca_file", &self.mqtt.ca_file),
+                ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
+                ("mqtt.client_key_file", &self.mqtt.client_key_file),
+            ] {
+                if let Some(f) = file {
+                    if !f.is_file() {
+                        problems.push(problem(key, format!("{} does not exist", f.display())));
+                    }
+                }
+            }
+            if self.mqtt.ca_file.is_none() {
+                problems.push(problem(
+                    "mqtt.ca_file",
+                    "TLS needs the CA certificate that signed the broker's certificate",
+                ));
+            }
+            if self.mqtt.client_cert_file.is_some() != self.mqtt.client_key_file.is_some() {
+                problems.push(problem(
+                    "mqtt.client_key_file",
+                    "a client certificate needs its key and the other way round",
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The node id: configured, else the host name reduced to `[a-z0-9_-]`.
+    pub fn node_id(&self) -> String {
+        let raw = match &self.mqtt.node_id {
+            Some(id) => id.clone(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "borgmatic".into()),
+        };
+        let id: String = raw
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        if id.is_empty() {
+            "borgmatic".into()
+        } else {
+            id
+        }
+    }
+
+    /// The topic prefix every topic of this worker lives under.
+    pub fn base_topic(&self) -> String {
+        match &self.mqtt.base_topic {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("borgmatic/{}", self.node_id()),
+        }
+    }
+
+    /// The configured passphrase of one repository, if any.
+    pub fn passphrase_for(&self, label: &str) -> Option<&Secret> {
+        self.repositories
+            .get(label)
+            .and_then(|r| r.passphrase.as_ref())
+    }
+
+    /// Every configured secret value, so that output can be scrubbed of them.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let all = [
+            &self.mqtt.password,
+            &self.auth.read_token,
+            &self.auth.write_token,
+            &self.auth.admin_token,
+            &self.http.from_header,
+        ];
+        for s in all.into_iter().flatten() {
+            out.push(s.expose().to_string());
+        }
+        for repo in self.repositories.values() {
+            if let Some(p) = &repo.passphrase {
+                out.push(p.expose().to_string());
+            }
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+}
+
+fn env_name(key: &str) -> String {
+    key.replace('.', "__").to_uppercase()
+}
+
+fn resolve(key: &str, value: &mut Option<Secret>, file: &Option<PathBuf>, out: &mut Vec<Problem>) {
+    let Some(path) = file else { return };
+    if value.is_some() {
+        out.push(problem(
+            format!("{key}_file"),
+            format!("both {key} and {key}_file are set; keep one"),
+        ));
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(content) => {
+            let trimmed = content.trim_end_matches(['\n', '\r']);
+            *value = Some(Secret::new(trimmed));
+        }
+        Err(e) => out.push(problem(
+            format!("{key}_file"),
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(toml: &str) -> Result<Settings, Vec<Problem>> {
+        Settings::from_figment(
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml)),
+        )
+    }
+
+    fn keys(s: &Settings) -> Vec<String> {
+        s.problems().into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn missing_tokens_are_named() {
+        let s = with("").unwrap();
+        let k = keys(&s);
+        assert!(k.contains(&"auth.read_token".to_string()));
+        assert!(k.contains(&"auth.write_token".to_string()));
+        assert!(!k.contains(&"auth.admin_token".to_string()));
+    }
+
+    #[test]
+    fn short_empty_and_equal_tokens_are_refused() {
+        let s = with("[auth]\nread_token = \"short\"\nwrite_token = \"\"\n").unwrap();
+        let p = s.problems();
+        assert!(p
+            .iter()
+            .any(|p| p.key == "auth.read_token" && p.message.contains("shorter")));
+        assert!(p
+            .iter()
+            .any(|p| p.key == "auth.write_token" && p.message.contains("empty")));
+        let same = "x".repeat(30);
+        let s = with(&format!(
+            "[auth]\nread_token = \"{same}\"\nwrite_token = \"{same}\"\n"
+        ))
+        .unwrap();
+        assert!(s
+            .problems()
+            .iter()
+            .any(|p| p.key == "auth.write_token" && p.message.contains("equals")));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = with("[mqtt]\nhots = \"x\"\n").unwrap_err();
+        assert!(err[0].message.contains("hots"), "{err:?}");
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "file-token-value-0123456789abc\n").unwrap();
+        let s = with(&format!("[auth]\nread_token_file = \"{}\"\n", f.display())).unwrap();
+        assert_eq!(
+            s.auth.read_token.as_ref().unwrap().expose(),
+            "file-token-value-0123456789abc"
+        );
+        let printed = format!("{s:?} {}", toml_string(&s));
+        assert!(!printed.contains("file-token-value"));
+    }
+
+    fn toml_string(s: &Settings) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn node_id_is_sanitised() {
+        let s = with("[mqtt]\nnode_id = \"My Host.example\"\n").unwrap();
+        assert_eq!(s.node_id(), "myhostexample");
+        assert_eq!(s.base_topic(), "borgmatic/myhostexample");
+    }
+
+    #[test]
+    fn timeouts_accept_both_key_forms() {
+        let s = with("[jobs]\ndefault_timeout_secs = 5\n[jobs.timeouts]\n\"backup/run\" = 7\narchive_list = 9\n")
+            .unwrap();
+        assert_eq!(s.jobs.timeout_for("backup/run").as_secs(), 7);
+        assert_eq!(s.jobs.timeout_for("archive/list").as_secs(), 9);
+        assert_eq!(s.jobs.timeout_for("job/get").as_secs(), 5);
+    }
+}

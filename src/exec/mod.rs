@@ -1,0 +1,5 @@
+//! Executors: what actually runs a job. They implement the engine's `Task` and
+//! know nothing about transports.
+
+pub mod borgmatic;
+pub mod process;

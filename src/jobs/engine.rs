@@ -1,0 +1,699 @@
+//! The engine proper: submission, the run loop of one job, cancellation, expiry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::log::{LogBuffer, LogLine, Stream};
+use super::record::{JobRecord, JobResult, JobState};
+use super::store::Store;
+use super::{CancelReason, JobEvent, Task, TaskOutcome};
+use crate::command::{CommandName, JobId, RepositoryLabel, RequestId};
+use crate::config::JobSettings;
+use crate::redact::Redactor;
+
+/// How many events a slow listener may fall behind before it misses some.
+const EVENT_CAPACITY: usize = 1 << 16;
+
+/// What the service asks the engine to run.
+pub struct JobSpec {
+    pub command: CommandName,
+    /// The repository the job holds exclusively, if any.
+    pub repository: Option<RepositoryLabel>,
+    pub request_id: Option<RequestId>,
+    pub timeout: Duration,
+    pub task: Box<dyn Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("repository {repository} already has an active job {job_id}")]
+    Busy { repository: String, job_id: JobId },
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CancelError {
+    #[error("no job {0}")]
+    NotFound(JobId),
+}
+
+struct Job {
+    record: Mutex<JobRecord>,
+    /// `None` once the job ended and its lines live in the store.
+    log: Mutex<Option<LogBuffer>>,
+    cancel: CancellationToken,
+    reason: Mutex<Option<CancelReason>>,
+    data: Mutex<Option<Value>>,
+}
+
+struct Shared {
+    jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
+    /// Repository label → the job holding it.
+    active: Mutex<HashMap<String, JobId>>,
+    permits: Arc<Semaphore>,
+    events: broadcast::Sender<JobEvent>,
+    store: Store,
+    settings: JobSettings,
+    redactor: Redactor,
+    tracker: TaskTracker,
+    closing: CancellationToken,
+}
+
+/// Cheap to clone; all clones drive one engine.
+#[derive(Clone)]
+pub struct JobEngine {
+    shared: Arc<Shared>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every
+/// critical section here leaves the data consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JobEngine {
+    /// Builds the engine on a store: jobs that were running when the worker last
+    /// stopped are marked `interrupted`, and the history is loaded.
+    pub fn new(
+        store: Store,
+        settings: JobSettings,
+        redactor: Redactor,
+    ) -> Result<JobEngine, super::StoreError> {
+        store.mark_interrupted()?;
+        let mut jobs = BTreeMap::new();
+        for (record, data) in store.load_all()? {
+            jobs.insert(
+                record.job_id,
+                Arc::new(Job {
+                    record: Mutex::new(record),
+                    log: Mutex::new(None),
+                    cancel: CancellationToken::new(),
+                    reason: Mutex::new(None),
+                    data: Mutex::new(data),
+                }),
+            );
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let engine = JobEngine {
+            shared: Arc::new(Shared {
+                jobs: Mutex::new(jobs),
+                active: Mutex::new(HashMap::new()),
+                permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+                events,
+                store,
+                settings,
+                redactor,
+                tracker: TaskTracker::new(),
+                closing: CancellationToken::new(),
+            }),
+        };
+        engine.spawn_expiry();
+        Ok(engine)
+    }
+
+    /// Listens to every job event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Re-announces every known job's state, so a fresh listener (the MQTT publisher
+    /// at start-up) can correct retained states left by a previous run.
+    pub fn announce_all(&self) {
+        for rec in self.list(None, usize::MAX) {
+            let _ = self.shared.events.send(JobEvent::State(rec));
+        }
+    }
+
+    /// Starts a job, or refuses when its repository is busy.
+    pub fn submit(&self, spec: JobSpec) -> Result<JobRecord, SubmitError> {
+        if self.shared.closing.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let job_id = JobId::new();
+        let record = JobRecord {
+            job_id,
+            command: spec.command.as_str().to_string(),
+            repository: spec.repository.as_ref().map(|r| r.as_str().to_string()),
+            request_id: spec.request_id.clone(),
+            state: JobState::Queued,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            lines: 0,
+            error: None,
+            progress: None,
+        };
+        {
+            let mut active = lock(&self.shared.active);
+            if let Some(repo) = &spec.repository {
+                if let Some(holder) = active.get(repo.as_str()) {
+                    return Err(SubmitError::Busy {
+                        repository: repo.to_string(),
+                        job_id: *holder,
+                    });
+                }
+                active.insert(repo.to_string(), job_id);
+            }
+        }
+        let job = Arc::new(Job {
+            record: Mutex::new(record.clone()),
+            log: Mutex::new(Some(LogBuffer::new(self.shared.settings.log_lines_kept))),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            data: Mutex::new(None),
+        });
+        lock(&self.shared.jobs).insert(job_id, job.clone());
+        self.persist(&record, None);
+        let _ = self.shared.events.send(JobEvent::State(record.clone()));
+
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job_id,
+            command = spec.command.as_str(),
+            request_id = spec.request_id.as_ref().map(|r| r.as_str()),
+        );
+        let shared = self.shared.clone();
+        self.shared
+            .tracker
+            .spawn(run_job(shared, job, spec.task, spec.timeout, spec.repository).instrument(span));
+        Ok(record)
+    }
+
+    /// Asks a job to stop. A queued job ends at once; a running one when its task
+    /// has ended its process. Cancelling a finished job changes nothing.
+    pub fn cancel(&self, job_id: JobId, reason: CancelReason) -> Result<JobRecord, CancelError> {
+        let job = self.job(job_id).ok_or(CancelError::NotFound(job_id))?;
+        let record = lock(&job.record).clone();
+        if !record.state.is_final() {
+            lock(&job.reason).get_or_insert(reason);
+            job.cancel.cancel();
+        }
+        Ok(record)
+    }
+
+    pub fn get(&self, job_id: JobId) -> Option<JobRecord> {
+        self.job(job_id).map(|j| lock(&j.record).clone())
+    }
+
+    /// The final record and data of a finished job.
+    pub fn result(&self, job_id: JobId) -> Option<JobResult> {
+        let job = self.job(job_id)?;
+        let record = lock(&job.record).clone();
+        if !record.state.is_final() {
+            return None;
+        }
+        let data = lock(&job.data).clone();
+        Some(JobResult { record, data })
+    }
+
+    /// Newest first, optionally only one state.
+    pub fn list(&self, state: Option<JobState>, limit: usize) -> Vec<JobRecord> {
+        let jobs = lock(&self.shared.jobs);
+        jobs.values()
+            .rev()
+            .map(|j| lock(&j.record).clone())
+            .filter(|r| state.is_none_or(|s| r.state == s))
+            .take(limit)
+            .collect()
+    }
+
+    /// Lines with seq > `after`, from memory while the job runs, else from the store.
+    pub fn log(&self, job_id: JobId, after: u64, limit: usize) -> Option<Vec<LogLine>> {
+        let job = self.job(job_id)?;
+        if let Some(buf) = lock(&job.log).as_ref() {
+            return Some(buf.after(after, limit));
+        }
+        let stored = self.shared.store.lines(job_id).unwrap_or_default();
+        Some(
+            stored
+                .into_iter()
+                .filter(|l| l.seq > after)
+                .take(limit)
+                .collect(),
+        )
+    }
+
+    /// Number of jobs in a state (metrics and readiness).
+    pub fn count(&self, state: JobState) -> usize {
+        lock(&self.shared.jobs)
+            .values()
+            .filter(|j| lock(&j.record).state == state)
+            .count()
+    }
+
+    /// Whether the store accepts writes.
+    pub fn store_writable(&self) -> bool {
+        self.shared.store.check_writable().is_ok()
+    }
+
+    /// Stops accepting jobs, interrupts the running ones and waits for them to end
+    /// (each task's own grace period applies).
+    pub async fn shutdown(&self) {
+        self.shared.closing.cancel();
+        let jobs: Vec<Arc<Job>> = lock(&self.shared.jobs).values().cloned().collect();
+        for job in jobs {
+            if !lock(&job.record).state.is_final() {
+                lock(&job.reason).get_or_insert(CancelReason::Shutdown);
+                job.cancel.cancel();
+            }
+        }
+        self.shared.tracker.close();
+        let grace = Duration::from_secs(self.shared.settings.kill_grace_secs + 5);
+        if tokio::time::timeout(grace, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("jobs did not end within the grace period");
+        }
+    }
+
+    fn job(&self, job_id: JobId) -> Option<Arc<Job>> {
+        lock(&self.shared.jobs).get(&job_id).cloned()
+    }
+
+    fn persist(&self, record: &JobRecord, data: Option<&Value>) {
+        persist(&self.shared.store, record, data);
+    }
+
+    fn spawn_expiry(&self) {
+        let weak = Arc::downgrade(&self.shared);
+        let ttl = Duration::from_secs(self.shared.settings.ttl_secs);
+        let every = ttl.clamp(Duration::from_millis(200), Duration::from_secs(60));
+        let closing = self.shared.closing.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = closing.cancelled() => return,
+                }
+                let Some(shared) = weak.upgrade() else { return };
+                expire(&shared, ttl);
+            }
+        });
+    }
+}
+
+fn persist(store: &Store, record: &JobRecord, data: Option<&Value>) {
+    if let Err(e) = store.save(record, data) {
+        tracing::error!(error = %e, "could not store job record");
+    }
+}
+
+fn expire(shared: &Shared, ttl: Duration) {
+    let Ok(ttl) = chrono::Duration::from_std(ttl) else {
+        return;
+    };
+    let now = Utc::now();
+    let expired: Vec<JobId> = lock(&shared.jobs)
+        .values()
+        .filter_map(|j| {
+            let r = lock(&j.record);
+            let done = r.finished_at?;
+            (r.state.is_final() && done + ttl <= now).then_some(r.job_id)
+        })
+        .collect();
+    for id in expired {
+        lock(&shared.jobs).remove(&id);
+        if let Err(e) = shared.store.delete(id) {
+            tracing::error!(error = %e, job_id = %id, "could not forget job");
+        }
+        let _ = shared.events.send(JobEvent::Forgotten(id));
+    }
+}
+
+/// What a task uses to report: lines (scrubbed of secrets) and progress.
+pub struct TaskContext {
+    job: Arc<Job>,
+    shared: Arc<Shared>,
+    /// Fires when the job must stop; the task ends its process and returns.
+    pub cancel: CancellationToken,
+}
+
+impl TaskContext {
+    /// Appends one output line to the job's log and publishes it.
+    pub fn line(&self, stream: Stream, text: &str) {
+        let text = self.shared.redactor.redact(text).into_owned();
+        let line = {
+            let mut log = lock(&self.job.log);
+            let Some(buf) = log.as_mut() else { return };
+            buf.push(stream, text)
+        };
+        let job_id = {
+            let mut r = lock(&self.job.record);
+            r.lines = line.seq;
+            r.job_id
+        };
+        let _ = self.shared.events.send(JobEvent::Log { job_id, line });
+    }
+
+    /// Replaces the job's `progress` object and publishes the record.
+    pub fn progress(&self, progress: Value) {
+        let record = {
+            let mut r = lock(&self.job.record);
+            r.progress = Some(progress);
+            r.clone()
+        };
+        let _ = self.shared.events.send(JobEvent::State(record));
+    }
+
+    /// The secret scrubber, for tasks that build messages from output.
+    pub fn redactor(&self) -> &Redactor {
+        &self.shared.redactor
+    }
+}
+
+async fn run_job(
+    shared: Arc<Shared>,
+    job: Arc<Job>,
+    task: Box<dyn Task>,
+    timeout: Duration,
+    repository: Option<RepositoryLabel>,
+) {
+    let permit = tokio::select! {
+        p = shared.permits.clone().acquire_owned() => p.ok(),
+        _ = job.cancel.cancelled() => None,
+    };
+    let outcome = match permit {
+        None => None,
+        Some(permit) => {
+            let record = {
+                let mut r = lock(&job.record);
+                r.state = JobState::Running;
+                r.started_at = Some(Utc::now());
+                r.clone()
+            };
+            persist(&shared.store, &record, None);
+            let _ = shared.events.send(JobEvent::State(record));
+            tracing::info!("job started");
+
+            let ctx = TaskContext {
+                job: job.clone(),
+                shared: shared.clone(),
+                cancel: job.cancel.clone(),
+            };
+            let mut fut = task.run(ctx);
+            let outcome = tokio::select! {
+                o = &mut fut => o,
+                _ = tokio::time::sleep(timeout) => {
+                    lock(&job.reason).get_or_insert(CancelReason::Timeout);
+                    job.cancel.cancel();
+                    fut.await
+                }
+            };
+            drop(permit);
+            Some(outcome)
+        }
+    };
+    finish(&shared, &job, outcome, timeout);
+    if let Some(repo) = repository {
+        let mut active = lock(&shared.active);
+        let id = lock(&job.record).job_id;
+        if active.get(repo.as_str()) == Some(&id) {
+            active.remove(repo.as_str());
+        }
+    }
+}
+
+fn finish(shared: &Shared, job: &Job, outcome: Option<TaskOutcome>, timeout: Duration) {
+    let reason = *lock(&job.reason);
+    let (record, data, tail) = {
+        let mut r = lock(&job.record);
+        let outcome = outcome.unwrap_or_else(|| TaskOutcome::failed("cancelled before it started"));
+        r.exit_code = outcome.exit_code;
+        r.finished_at = Some(Utc::now());
+        r.progress = None;
+        match reason {
+            Some(CancelReason::User) => {
+                r.state = JobState::Cancelled;
+                r.error = Some("cancelled on request".into());
+            }
+            Some(CancelReason::Timeout) => {
+                r.state = JobState::Failed;
+                r.error = Some(format!("timed out after {}s", timeout.as_secs()));
+            }
+            Some(CancelReason::Shutdown) => {
+                r.state = JobState::Interrupted;
+                r.error = Some("the worker stopped while the job ran".into());
+            }
+            None => {
+                r.state = outcome.state;
+                r.error = outcome
+                    .error
+                    .map(|e| shared.redactor.redact(&e).into_owned());
+            }
+        }
+        *lock(&job.data) = outcome.data.clone();
+        let tail = lock(&job.log)
+            .take()
+            .map(|b| b.tail(shared.settings.stored_lines))
+            .unwrap_or_default();
+        (r.clone(), outcome.data, tail)
+    };
+    persist(&shared.store, &record, data.as_ref());
+    if let Err(e) = shared.store.save_lines(record.job_id, &tail) {
+        tracing::error!(error = %e, "could not store job lines");
+    }
+    tracing::info!(state = record.state.as_str(), exit_code = ?record.exit_code, "job ended");
+    let _ = shared.events.send(JobEvent::State(record.clone()));
+    let _ = shared
+        .events
+        .send(JobEvent::Result(Box::new(JobResult { record, data })));
+}
+
+#[cfg(test)]
+mod tests {
+    //! The engine's state machine with scripted tasks (no processes involved).
+    use super::*;
+    use crate::jobs::BoxFuture;
+
+    struct Scripted {
+        lines: usize,
+        wait_for_cancel: bool,
+        state: JobState,
+    }
+
+    impl Task for Scripted {
+        fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
+            Box::pin(async move {
+                for i in 0..self.lines {
+                    ctx.line(Stream::Stdout, &format!("line {i} secret-value-123"));
+                }
+                if self.wait_for_cancel {
+                    ctx.cancel.cancelled().await;
+                }
+                TaskOutcome {
+                    state: self.state,
+                    exit_code: Some(0),
+                    data: None,
+                    error: None,
+                }
+            })
+        }
+    }
+
+    fn engine(dir: &std::path::Path, max: usize) -> JobEngine {
+        let settings = JobSettings {
+            max_concurrent: max,
+            ..JobSettings::default()
+        };
+        JobEngine::new(
+            Store::open(dir).unwrap(),
+            settings,
+            Redactor::new(vec!["secret-value-123".into()]),
+        )
+        .unwrap()
+    }
+
+    fn spec(repo: &str, task: Scripted, timeout: Duration) -> JobSpec {
+        JobSpec {
+            command: CommandName::BackupRun,
+            repository: Some(RepositoryLabel::parse(repo).unwrap()),
+            request_id: None,
+            timeout,
+            task: Box::new(task),
+        }
+    }
+
+    async fn until_final(rx: &mut broadcast::Receiver<JobEvent>, id: JobId) -> JobResult {
+        loop {
+            if let JobEvent::Result(r) = rx.recv().await.unwrap() {
+                if r.record.job_id == id {
+                    return *r;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_contiguous_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), 1);
+        let mut rx = e.subscribe();
+        let task = Scripted {
+            lines: 5,
+            wait_for_cancel: false,
+            state: JobState::Succeeded,
+        };
+        let rec = e.submit(spec("a", task, Duration::from_secs(5))).unwrap();
+        let res = until_final(&mut rx, rec.job_id).await;
+        assert_eq!(res.record.state, JobState::Succeeded);
+        assert_eq!(res.record.lines, 5);
+        let lines = e.log(rec.job_id, 0, 100).unwrap();
+        assert_eq!(
+            lines.iter().map(|l| l.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert!(lines.iter().all(|l| !l.line.contains("secret-value-123")));
+    }
+
+    #[tokio::test]
+    async fn busy_queue_cancel_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), 1);
+        let mut rx = e.subscribe();
+        let hold = |s| Scripted {
+            lines: 0,
+            wait_for_cancel: true,
+            state: s,
+        };
+        let a = e
+            .submit(spec(
+                "a",
+                hold(JobState::Succeeded),
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        let busy = e
+            .submit(spec(
+                "a",
+                hold(JobState::Succeeded),
+                Duration::from_secs(60),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            busy,
+            SubmitError::Busy {
+                repository: "a".into(),
+                job_id: a.job_id
+            }
+        );
+        // Global limit 1: b waits queued; cancelling it ends it without running.
+        let b = e
+            .submit(spec(
+                "b",
+                hold(JobState::Succeeded),
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        e.cancel(b.job_id, CancelReason::User).unwrap();
+        let rb = until_final(&mut rx, b.job_id).await;
+        assert_eq!(rb.record.state, JobState::Cancelled);
+        assert!(rb.record.started_at.is_none());
+        e.cancel(a.job_id, CancelReason::User).unwrap();
+        assert_eq!(
+            until_final(&mut rx, a.job_id).await.record.state,
+            JobState::Cancelled
+        );
+        // The repository is free again; a timeout ends the job failed.
+        let c = e
+            .submit(spec(
+                "a",
+                hold(JobState::Succeeded),
+                Duration::from_millis(50),
+            ))
+            .unwrap();
+        let rc = until_final(&mut rx, c.job_id).await;
+        assert_eq!(rc.record.state, JobState::Failed);
+        assert!(rc.record.error.unwrap().contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_and_restart_keeps_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let e = engine(dir.path(), 2);
+            let mut rx = e.subscribe();
+            let rec = e
+                .submit(spec(
+                    "a",
+                    Scripted {
+                        lines: 2,
+                        wait_for_cancel: true,
+                        state: JobState::Succeeded,
+                    },
+                    Duration::from_secs(60),
+                ))
+                .unwrap();
+            // Shut down only once the task has produced both lines.
+            loop {
+                if let JobEvent::Log { line, .. } = rx.recv().await.unwrap() {
+                    if line.seq == 2 {
+                        break;
+                    }
+                }
+            }
+            e.shutdown().await;
+            assert_eq!(e.get(rec.job_id).unwrap().state, JobState::Interrupted);
+            assert!(e
+                .submit(spec(
+                    "b",
+                    Scripted {
+                        lines: 0,
+                        wait_for_cancel: false,
+                        state: JobState::Succeeded
+                    },
+                    Duration::from_secs(1)
+                ))
+                .is_err());
+            rec.job_id
+        };
+        let e = engine(dir.path(), 2);
+        let rec = e.get(id).unwrap();
+        assert_eq!(rec.state, JobState::Interrupted);
+        assert_eq!(e.log(id, 0, 10).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn finished_jobs_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JobSettings {
+            ttl_secs: 0,
+            ..JobSettings::default()
+        };
+        let e = JobEngine::new(
+            Store::open(dir.path()).unwrap(),
+            settings,
+            Redactor::default(),
+        )
+        .unwrap();
+        let mut rx = e.subscribe();
+        let rec = e
+            .submit(spec(
+                "a",
+                Scripted {
+                    lines: 0,
+                    wait_for_cancel: false,
+                    state: JobState::Succeeded,
+                },
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        loop {
+            if let JobEvent::Forgotten(id) = rx.recv().await.unwrap() {
+                assert_eq!(id, rec.job_id);
+                break;
+            }
+        }
+        assert!(e.get(rec.job_id).is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! The job engine: runs [`Task`]s as jobs with ids, states, logs and results, and
+//! tells whoever listens through a broadcast of [`JobEvent`]s.
+//!
+//! It knows nothing about MQTT or HTTP (they subscribe to events) nor about
+//! borgmatic or Docker (they are tasks). Rules it enforces: one active job per
+//! repository, at most `jobs.max_concurrent` running (the rest queue), a timeout per
+//! job, cancellation that lets the task end its process cleanly, durable records.
+
+mod engine;
+pub mod log;
+pub mod record;
+pub mod store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+pub use engine::{CancelError, JobEngine, JobSpec, SubmitError, TaskContext};
+pub use log::{LogLine, Stream};
+pub use record::{JobRecord, JobResult, JobState};
+pub use store::{Store, StoreError};
+
+use crate::command::JobId;
+
+/// A boxed, sendable future: what a task's `run` returns.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Work the engine can run as a job. The task reports lines through the context and
+/// must end soon after the context's cancellation token fires.
+pub trait Task: Send + 'static {
+    fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome>;
+}
+
+/// How a task ended, before cancellation is taken into account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutcome {
+    /// `Succeeded`, `Warning` or `Failed`.
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub data: Option<Value>,
+    /// Why it failed, in words a user can act on.
+    pub error: Option<String>,
+}
+
+impl TaskOutcome {
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            state: JobState::Failed,
+            exit_code: None,
+            data: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// Why a job was asked to stop; decides its final state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `job/cancel`: ends `cancelled`.
+    User,
+    /// The job's timeout passed: ends `failed`.
+    Timeout,
+    /// The worker is stopping: ends `interrupted`.
+    Shutdown,
+}
+
+/// What listeners are told, in order.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// A state change (or a progress update) of a job.
+    State(JobRecord),
+    Log {
+        job_id: JobId,
+        line: LogLine,
+    },
+    /// The job ended; follows its final `State`.
+    Result(Box<JobResult>),
+    /// The job passed its TTL and was removed.
+    Forgotten(JobId),
+}

@@ -1,0 +1,69 @@
+//! The job record: what clients see of a job on `jobs/<id>/state`, in `job/get` and
+//! in the store.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::command::{JobId, RequestId};
+
+/// The spec's job states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Warning,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl JobState {
+    /// Whether the job has ended (no further state follows).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Warning => "warning",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One job as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: JobId,
+    pub command: String,
+    pub repository: Option<String>,
+    pub request_id: Option<RequestId>,
+    pub state: JobState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    /// Log lines produced so far (the last seq).
+    pub lines: u64,
+    /// Why the job failed, was cancelled or interrupted, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Live progress, where the executor reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
+}
+
+/// The `result` message: the final record plus the job's output data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    #[serde(flatten)]
+    pub record: JobRecord,
+    pub data: Option<Value>,
+}

@@ -1,0 +1,25 @@
+//! borgmatic-mqtt: lets Node-RED, Home Assistant and HTTP clients drive borgmatic
+//! safely over MQTT.
+//!
+//! # Layout
+//! - [`config`]: settings (figment layers, `_FILE` secrets) and start-up guards.
+//! - [`auth`]: tokens and roles, compared in constant time.
+//! - [`command`]: the typed command model and wire responses, shared by transports.
+//! - [`service`]: one request in, one response out; knows no transport.
+//! - [`jobs`]: the job engine, its log buffers, events and SQLite store.
+//! - [`exec`]: executors (borgmatic process) that run as job tasks.
+//! - [`mqtt`]: the MQTT adapter (topics, connection, dispatch, publishing).
+//! - [`redact`]: scrubbing secrets from any outgoing text.
+//! - [`startup`], [`telemetry`]: wiring, shutdown order, tracing.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod command;
+pub mod config;
+pub mod exec;
+pub mod jobs;
+pub mod mqtt;
+pub mod redact;
+pub mod service;
+pub mod startup;
+pub mod telemetry;

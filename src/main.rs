@@ -1,0 +1,92 @@
+//! `borgmatic-mqtt`: settings → telemetry → run until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use borgmatic_mqtt::config::Settings;
+use borgmatic_mqtt::{startup, telemetry};
+
+#[derive(Parser)]
+#[command(version, about = "Drive borgmatic backups over MQTT and HTTP")]
+struct Cli {
+    /// TOML configuration file (default: /etc/borgmatic-mqtt/config.toml when it exists).
+    #[arg(long, global = true, env = "BORGMATIC_MQTT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the worker (the default).
+    Run,
+    /// Print the effective configuration (secrets redacted) and every problem.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(problems) => {
+            eprintln!("configuration error:");
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::CheckConfig => runtime.block_on(check_config(settings)),
+        Cmd::Run => {
+            telemetry::init(
+                settings.log.format,
+                &settings.log.level.clone(),
+                std::io::stderr,
+            );
+            match runtime.block_on(startup::run(settings, startup::signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("{e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+async fn check_config(settings: Settings) -> ExitCode {
+    let (problems, version) = startup::preflight(&settings).await;
+    let mut shown = serde_json::to_value(&settings).unwrap_or_default();
+    if let Some(obj) = shown.as_object_mut() {
+        obj.insert("effective_base_topic".into(), settings.base_topic().into());
+        obj.insert(
+            "borgmatic_version".into(),
+            version.map(|v| v.to_string()).into(),
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    if problems.is_empty() {
+        eprintln!("configuration OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("configuration problems:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::FAILURE
+    }
+}

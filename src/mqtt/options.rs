@@ -1,0 +1,52 @@
+//! Connection options: credentials, TLS, Last Will, packet size.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::v5::mqttbytes::v5::LastWill;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::MqttOptions;
+use rumqttc::Transport;
+
+use super::Topics;
+use crate::config::Settings;
+
+pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<MqttOptions> {
+    let m = &settings.mqtt;
+    let client_id = format!("borgmatic-mqtt-{}", settings.node_id());
+    let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+    o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)));
+    // A fresh session on every connect: commands published while the worker was
+    // away are not replayed hours later; subscriptions are renewed on ConnAck.
+    o.set_clean_start(true);
+    o.set_max_packet_size(Some(m.max_packet_bytes));
+    o.set_last_will(LastWill::new(
+        topics.status(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    if let Some(user) = &m.username {
+        let pw = m
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        o.set_credentials(user.clone(), pw);
+    }
+    if m.tls {
+        let ca_file = m.ca_file.as_ref().context("mqtt.tls needs mqtt.ca_file")?;
+        let ca = std::fs::read(ca_file)
+            .with_context(|| format!("reading mqtt.ca_file {}", ca_file.display()))?;
+        let client_auth = match (&m.client_cert_file, &m.client_key_file) {
+            (Some(c), Some(k)) => Some((
+                std::fs::read(c).with_context(|| format!("reading {}", c.display()))?,
+                std::fs::read(k).with_context(|| format!("reading {}", k.display()))?,
+            )),
+            _ => None,
+        };
+        o.set_transport(Transport::tls(ca, client_auth, None));
+    }
+    Ok(o)
+}

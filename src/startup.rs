@@ -1,0 +1,92 @@
+//! Start-up and shutdown: runs the guards, builds the parts, and tears them down in
+//! an order that loses nothing (stop taking commands, interrupt jobs, publish their
+//! final states, `offline`, disconnect).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::auth::Tokens;
+use crate::config::{Problem, Settings};
+use crate::exec::borgmatic::{self, Version};
+use crate::jobs::{JobEngine, Store};
+use crate::mqtt::Mqtt;
+use crate::redact::Redactor;
+use crate::service::Service;
+
+/// Every problem that keeps the worker from starting, and the borgmatic version when
+/// the binary passed its check.
+pub async fn preflight(settings: &Settings) -> (Vec<Problem>, Option<Version>) {
+    let mut problems = settings.problems();
+    let version = match borgmatic::check_version(&settings.borgmatic.binary).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(Problem {
+                key: "borgmatic.binary".into(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    (problems, version)
+}
+
+/// Runs the worker until `shutdown` completes.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (problems, version) = preflight(&settings).await;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!(
+            "refusing to start; fix the configuration:\n{}",
+            list.join("\n")
+        );
+    }
+    let version = version.context("borgmatic version unknown")?;
+    let settings = Arc::new(settings);
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("creating state_dir {}", settings.state_dir.display()))?;
+    let store = Store::open(&settings.state_dir).context("opening the job store")?;
+    let redactor = Redactor::new(settings.secret_values());
+    let engine = JobEngine::new(store, settings.jobs.clone(), redactor)
+        .context("loading the job history")?;
+    let tokens = Tokens::from_settings(&settings.auth).context("tokens missing")?;
+    let service = Arc::new(Service::new(
+        settings.clone(),
+        tokens,
+        engine.clone(),
+        version,
+    ));
+    let mut mqtt = Mqtt::start(&settings, service.clone())?;
+    tracing::info!(
+        base_topic = %settings.base_topic(),
+        borgmatic = %version,
+        "borgmatic-mqtt started"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    mqtt.stop_accepting().await;
+    engine.shutdown().await;
+    mqtt.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
