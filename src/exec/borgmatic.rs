@@ -112,6 +112,8 @@ pub struct Borgmatic {
     binary: PathBuf,
     config_dir: PathBuf,
     kill_grace: Duration,
+    /// Parent of each job's private runtime directory.
+    runtime_root: PathBuf,
     settings: std::sync::Arc<Settings>,
 }
 
@@ -121,6 +123,7 @@ impl Borgmatic {
             binary: settings.borgmatic.binary.clone(),
             config_dir: settings.borgmatic.config_dir.clone(),
             kill_grace: Duration::from_secs(settings.jobs.kill_grace_secs),
+            runtime_root: settings.state_dir.join("run"),
             settings,
         }
     }
@@ -156,6 +159,14 @@ impl Borgmatic {
         out
     }
 
+    fn task(&self, spec: ProcessSpec, output: Output) -> BorgmaticTask {
+        BorgmaticTask {
+            spec,
+            output,
+            runtime_root: self.runtime_root.clone(),
+        }
+    }
+
     fn spec(&self, repo: &Repository, action: &[&str], capture: bool) -> ProcessSpec {
         let mut args: Vec<OsString> = vec!["--config".into(), repo.config.clone().into()];
         args.extend(action.iter().map(OsString::from));
@@ -185,12 +196,12 @@ impl Borgmatic {
         if cmd.progress {
             action.push("--progress");
         }
-        BorgmaticTask {
-            spec: self.spec(repo, &action, true),
-            output: Output::Create {
+        self.task(
+            self.spec(repo, &action, true),
+            Output::Create {
                 dry_run: cmd.dry_run,
             },
-        }
+        )
     }
 
     /// `archive/list`: `repo-list --json`, at verbosity 0 so stdout is only JSON.
@@ -200,10 +211,7 @@ impl Borgmatic {
         if let Some(n) = &last {
             action.extend(["--last", n.as_str()]);
         }
-        BorgmaticTask {
-            spec: self.spec(repo, &action, true),
-            output: Output::RepoList,
-        }
+        self.task(self.spec(repo, &action, true), Output::RepoList)
     }
 }
 
@@ -218,6 +226,7 @@ enum Output {
 pub struct BorgmaticTask {
     spec: ProcessSpec,
     output: Output,
+    runtime_root: PathBuf,
 }
 
 impl BorgmaticTask {
@@ -230,6 +239,18 @@ impl BorgmaticTask {
 impl Task for BorgmaticTask {
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
         Box::pin(async move {
+            let mut spec = self.spec;
+            // borgmatic cleans up `<runtime base>/borgmatic-*/borgmatic/bootstrap` with a
+            // glob, deleting the manifest of any other borgmatic running at the same
+            // time (a spurious borg warning). A private base per job keeps concurrent
+            // jobs apart; it is removed when the job ends.
+            let runtime = private_runtime_dir(&self.runtime_root);
+            if let Some(dir) = &runtime {
+                let path = dir.path().display().to_string();
+                spec.env
+                    .push(("XDG_RUNTIME_DIR".into(), Secret::new(path.clone())));
+                spec.env.push(("TMPDIR".into(), Secret::new(path)));
+            }
             let warned = AtomicBool::new(false);
             let last_error = std::sync::Mutex::new(None::<String>);
             let on_line = |stream: Stream, line: &str| {
@@ -243,7 +264,7 @@ impl Task for BorgmaticTask {
                 }
                 ctx.line(stream, line);
             };
-            let out = match process::run(&self.spec, &ctx.cancel, &on_line).await {
+            let out = match process::run(&spec, &ctx.cancel, &on_line).await {
                 Ok(out) => out,
                 Err(e) => return TaskOutcome::failed(e.to_string()),
             };
@@ -277,6 +298,18 @@ impl Task for BorgmaticTask {
                 error,
             }
         })
+    }
+}
+
+fn private_runtime_dir(root: &Path) -> Option<tempfile::TempDir> {
+    let made = std::fs::create_dir_all(root)
+        .and_then(|()| tempfile::Builder::new().prefix("job-").tempdir_in(root));
+    match made {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            tracing::warn!(error = %e, root = %root.display(), "no private runtime directory; borgmatic uses the shared one");
+            None
+        }
     }
 }
 

@@ -1,0 +1,660 @@
+//! Shared test helpers: a real Mosquitto broker per test, real borg repositories made
+//! by real borgmatic, the real worker binary, and an MQTT v5 client that records
+//! everything it receives.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef-RRRR";
+pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef-WWWW";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-AAAA";
+pub const WORKER_PASSWORD: &str = "worker-broker-password-5678";
+pub const CLIENT_PASSWORD: &str = "client-broker-password-1234";
+pub const PASSPHRASE: &str = "borg-passphrase-never-shown-9876";
+
+/// How long any single expected event may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Every secret the tests use: none may appear in anything published or logged.
+pub fn secrets() -> Vec<&'static str> {
+    vec![
+        READ_TOKEN,
+        WRITE_TOKEN,
+        ADMIN_TOKEN,
+        WORKER_PASSWORD,
+        CLIENT_PASSWORD,
+        PASSPHRASE,
+    ]
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The borgmatic binary: `BORGMATIC_BIN`, else the project's `.venv`.
+pub fn borgmatic_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BORGMATIC_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/borgmatic");
+    assert!(
+        venv.exists(),
+        "borgmatic not found at {}: run scripts/setup (or set BORGMATIC_BIN)",
+        venv.display()
+    );
+    venv
+}
+
+fn require(bin: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(found, "{bin} is not installed: run scripts/setup");
+}
+
+/// A real Mosquitto on a free loopback port with a password file and an ACL.
+pub struct Broker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        require("mosquitto");
+        require("mosquitto_passwd");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let pw = dir.path().join("passwd");
+        for (i, (user, pass)) in [("worker", WORKER_PASSWORD), ("client", CLIENT_PASSWORD)]
+            .iter()
+            .enumerate()
+        {
+            let mut c = Command::new("mosquitto_passwd");
+            if i == 0 {
+                c.arg("-c");
+            }
+            let ok = c
+                .args(["-b", pw.to_str().unwrap(), user, pass])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mosquitto_passwd failed");
+        }
+        std::fs::write(
+            dir.path().join("acl"),
+            "user worker\ntopic readwrite test/#\n\n\
+             user client\ntopic write test/+/cmd/#\ntopic read test/#\n",
+        )
+        .unwrap();
+        // Running as root, Mosquitto drops to user `mosquitto` and could not read the
+        // 0700 temp dir: tell it to stay root.
+        let user_line = if nix_is_root() { "user root\n" } else { "" };
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "{user_line}listener {port} 127.0.0.1\nallow_anonymous false\n\
+                 password_file {}\nacl_file {}\npersistence false\n\
+                 log_dest stderr\nlog_type error\nlog_type warning\n",
+                pw.display(),
+                dir.path().join("acl").display()
+            ),
+        )
+        .unwrap();
+        let mut b = Broker {
+            port,
+            dir,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts again on the same port (retained messages are lost, as
+    /// `persistence false` says).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY-free: read the effective uid through `id -u`.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A borgmatic config directory with real repositories in a temp dir.
+pub struct Repos {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repos {
+    pub fn new() -> Repos {
+        require("borg");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("borgmatic.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("borg-base")).unwrap();
+        Repos { dir }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("borgmatic.d")
+    }
+    pub fn repo_path(&self, label: &str) -> PathBuf {
+        self.dir.path().join(format!("repo-{label}"))
+    }
+    pub fn source(&self, label: &str) -> PathBuf {
+        self.dir.path().join(format!("src-{label}"))
+    }
+    /// Environment for borg and borgmatic run by tests and the worker: an isolated
+    /// cache and config, so tests never share borg state.
+    pub fn borg_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "BORG_BASE_DIR".into(),
+                self.dir.path().join("borg-base").display().to_string(),
+            ),
+            (
+                "BORGMATIC_STATE_DIR".into(),
+                self.dir.path().join("bm-state").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Creates an encrypted repository labelled `label` with a few source files; the
+    /// passphrase is NOT in the borgmatic config: the worker hands it over.
+    /// `extra` is appended to the borgmatic YAML.
+    pub fn add(&self, label: &str, extra: &str) {
+        let src = self.source(label);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("hello.txt"), "hello world\n").unwrap();
+        std::fs::write(src.join("data.bin"), vec![7u8; 200_000]).unwrap();
+        let cfg = self.config_dir().join(format!("{label}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "source_directories:\n  - {}\nrepositories:\n  - path: {}\n    label: {label}\n\
+                 keep_daily: 7\n{extra}",
+                src.display(),
+                self.repo_path(label).display()
+            ),
+        )
+        .unwrap();
+        let out = self
+            .borgmatic(&cfg, &["repo-create", "--encryption", "repokey-blake2"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "repo-create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn borgmatic(&self, cfg: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(borgmatic_bin());
+        c.arg("--config").arg(cfg).args(args);
+        c.envs(self.borg_env()).env("BORG_PASSPHRASE", PASSPHRASE);
+        c
+    }
+
+    pub fn borg(&self, args: &[&str]) -> std::process::Output {
+        Command::new("borg")
+            .args(args)
+            .envs(self.borg_env())
+            .env("BORG_PASSPHRASE", PASSPHRASE)
+            .output()
+            .unwrap()
+    }
+
+    /// Archive names, straight from borg.
+    pub fn archives(&self, label: &str) -> Vec<String> {
+        let out = self.borg(&["list", "--short", self.repo_path(label).to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "borg list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether `borg check` passes on the repository.
+    pub fn check(&self, label: &str) -> bool {
+        let out = self.borg(&["check", self.repo_path(label).to_str().unwrap()]);
+        if !out.status.success() {
+            eprintln!("borg check: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
+    }
+}
+
+/// The worker binary, started against a broker and a config directory.
+pub struct Worker {
+    pub base: String,
+    pub state_dir: tempfile::TempDir,
+    pub log_file: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+impl Worker {
+    pub fn env(broker: &Broker, repos: &Repos) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("BMQTT_MQTT__HOST".into(), "127.0.0.1".into()),
+            ("BMQTT_MQTT__PORT".into(), broker.port.to_string()),
+            ("BMQTT_MQTT__USERNAME".into(), "worker".into()),
+            ("BMQTT_MQTT__PASSWORD".into(), WORKER_PASSWORD.into()),
+            ("BMQTT_MQTT__RECONNECT_MAX_SECS".into(), "1".into()),
+            ("BMQTT_AUTH__READ_TOKEN".into(), READ_TOKEN.into()),
+            ("BMQTT_AUTH__WRITE_TOKEN".into(), WRITE_TOKEN.into()),
+            (
+                "BMQTT_BORGMATIC__CONFIG_DIR".into(),
+                repos.config_dir().display().to_string(),
+            ),
+            (
+                "BMQTT_BORGMATIC__BINARY".into(),
+                borgmatic_bin().display().to_string(),
+            ),
+            ("BMQTT_HTTP__LISTEN".into(), "off".into()),
+            ("BMQTT_JOBS__KILL_GRACE_SECS".into(), "10".into()),
+            ("BMQTT_LOG__LEVEL".into(), "debug".into()),
+        ];
+        // Every repository gets the passphrase from the worker's configuration.
+        for entry in std::fs::read_dir(repos.config_dir()).unwrap().flatten() {
+            let name = entry.file_name().into_string().unwrap();
+            if let Some(label) = name.strip_suffix(".yaml") {
+                env.push((
+                    format!("BMQTT_REPOSITORIES__{}__PASSPHRASE", label.to_uppercase()),
+                    PASSPHRASE.into(),
+                ));
+            }
+        }
+        env.extend(repos.borg_env());
+        env
+    }
+
+    /// Starts the worker and waits for its retained `online`.
+    pub async fn start(broker: &Broker, repos: &Repos, extra: &[(&str, &str)]) -> Worker {
+        let mut env = Worker::env(broker, repos);
+        for (k, v) in extra {
+            env.retain(|(k2, _)| k2 != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let base = format!("test/{}", uuid_like());
+        env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
+        let state_dir = tempfile::tempdir().unwrap();
+        env.push((
+            "BMQTT_STATE_DIR".into(),
+            state_dir.path().display().to_string(),
+        ));
+        let log_file = state_dir.path().join("worker.log");
+        let mut w = Worker {
+            base,
+            state_dir,
+            log_file,
+            child: None,
+            env,
+        };
+        w.spawn_and_wait(broker).await;
+        w
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_borgmatic-mqtt"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(self.env.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the worker");
+        self.child = Some(child);
+    }
+
+    async fn spawn_and_wait(&mut self, broker: &Broker) {
+        let watcher = Client::connect(broker).await;
+        watcher.subscribe(&format!("{}/status", self.base)).await;
+        self.spawn();
+        let topic = format!("{}/status", self.base);
+        watcher
+            .wait_for(|m| m.topic == topic && m.payload == b"online".as_slice())
+            .await;
+    }
+
+    /// Kills the worker with SIGKILL (no clean shutdown).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("worker not running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().unwrap()
+    }
+
+    /// Starts the same worker again (same state dir, same base topic).
+    pub async fn restart(&mut self, broker: &Broker) {
+        self.kill9();
+        self.spawn_and_wait(broker).await;
+    }
+
+    pub fn topic(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.base)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("w{:x}{:x}", n, std::process::id())
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub correlation: Option<Bytes>,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {:?}", self.topic, self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).to_string()
+    }
+}
+
+/// An MQTT v5 client (user `client`) that records every message it receives.
+#[derive(Clone)]
+pub struct Client {
+    pub client: AsyncClient,
+    tx: broadcast::Sender<Msg>,
+    subacks: broadcast::Sender<()>,
+    pub seen: Arc<Mutex<Vec<Msg>>>,
+}
+
+impl Client {
+    pub async fn connect(broker: &Broker) -> Client {
+        Self::connect_as(broker, "client", CLIENT_PASSWORD).await
+    }
+
+    pub async fn connect_as(broker: &Broker, user: &str, password: &str) -> Client {
+        let mut o = MqttOptions::new(uuid_like(), "127.0.0.1", broker.port);
+        o.set_credentials(user, password);
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_max_packet_size(Some(64 * 1024 * 1024));
+        let (client, mut eventloop) = AsyncClient::new(o, 1024);
+        let (tx, _) = broadcast::channel(1 << 16);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let tx2 = tx.clone();
+        let seen2 = seen.clone();
+        let (subacks, _) = broadcast::channel(64);
+        let subacks2 = subacks.clone();
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subacks2.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg {
+                            topic: String::from_utf8_lossy(&p.topic).to_string(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            correlation: p.properties.and_then(|pr| pr.correlation_data),
+                        };
+                        seen2.lock().unwrap().push(m.clone());
+                        let _ = tx2.send(m);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, ready_rx)
+            .await
+            .expect("client did not connect")
+            .unwrap();
+        Client {
+            client,
+            tx,
+            subacks,
+            seen,
+        }
+    }
+
+    /// Subscribes and waits for the broker's SubAck, so nothing published after
+    /// this returns can be missed.
+    pub async fn subscribe(&self, filter: &str) {
+        let mut acks = self.subacks.subscribe();
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, acks.recv())
+            .await
+            .expect("no SubAck")
+            .unwrap();
+    }
+
+    /// Waits for a message matching `pred` among messages arriving from now on or
+    /// already seen.
+    pub async fn wait_for(&self, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let mut rx = self.tx.subscribe();
+        if let Some(m) = self.seen.lock().unwrap().iter().find(|m| pred(m)) {
+            return m.clone();
+        }
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match rx.recv().await {
+                    Ok(m) if pred(&m) => return m,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("client channel closed: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a message")
+    }
+
+    /// Publishes a raw payload to `<base>/cmd/<command>`.
+    pub async fn publish_raw(&self, base: &str, command: &str, payload: Vec<u8>, retain: bool) {
+        self.client
+            .publish(
+                format!("{base}/cmd/{command}"),
+                QoS::AtLeastOnce,
+                retain,
+                payload,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Sends a request (adding a fresh `request_id` unless one is given) and
+    /// returns the response that echoes it.
+    pub async fn request(&self, base: &str, command: &str, mut body: Value) -> Value {
+        let rid = body
+            .get("request_id")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                let r = uuid_like();
+                body["request_id"] = json!(r);
+                r
+            });
+        let topic = format!("{base}/response/{command}");
+        self.publish_raw(base, command, serde_json::to_vec(&body).unwrap(), false)
+            .await;
+        let rid2 = rid.clone();
+        self.wait_for(move |m| {
+            m.topic == topic
+                && serde_json::from_slice::<Value>(&m.payload)
+                    .ok()
+                    .is_some_and(|v| v["request_id"] == json!(rid2))
+        })
+        .await
+        .json()
+    }
+
+    /// Publishes with v5 properties.
+    pub async fn publish_with(
+        &self,
+        base: &str,
+        command: &str,
+        payload: Vec<u8>,
+        props: PublishProperties,
+    ) {
+        self.client
+            .publish_with_properties(
+                format!("{base}/cmd/{command}"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits for a job's `result` message.
+    pub async fn job_result(&self, base: &str, job_id: &str) -> Value {
+        let topic = format!("{base}/jobs/{job_id}/result");
+        self.wait_for(move |m| m.topic == topic).await.json()
+    }
+
+    /// The log lines received for a job, in arrival order.
+    pub fn job_lines(&self, base: &str, job_id: &str) -> Vec<Value> {
+        let topic = format!("{base}/jobs/{job_id}/log");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| m.json())
+            .collect()
+    }
+
+    /// Every payload the worker published so far, as text (the client's own
+    /// commands, which carry tokens, are left out).
+    pub fn all_text(&self) -> String {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| !m.topic.contains("/cmd/"))
+            .map(|m| format!("{} {}\n", m.topic, m.text()))
+            .collect()
+    }
+
+    pub fn messages(&self) -> HashMap<String, Vec<Msg>> {
+        let mut out: HashMap<String, Vec<Msg>> = HashMap::new();
+        for m in self.seen.lock().unwrap().iter() {
+            out.entry(m.topic.clone()).or_default().push(m.clone());
+        }
+        out
+    }
+}
+
+/// Asserts that no test secret occurs in `text`.
+pub fn assert_no_secrets(what: &str, text: &str) {
+    for s in secrets() {
+        assert!(!text.contains(s), "{what} contains a secret ({}…)", &s[..6]);
+    }
+}
