@@ -1,6 +1,8 @@
 //! Tracing set-up: human text or one JSON object per line, written to any writer so
 //! tests can capture it.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -24,7 +26,10 @@ where
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("tracing was already initialised: {e}");

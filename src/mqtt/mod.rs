@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use rumqttc::Outgoing;
@@ -54,7 +54,7 @@ pub struct Mqtt {
     client: AsyncClient,
     topics: Topics,
     connection: JoinHandle<()>,
-    dispatcher: JoinHandle<()>,
+    dispatcher: Option<JoinHandle<()>>,
     publisher: JoinHandle<()>,
     stop_dispatch: CancellationToken,
     stop_publisher: CancellationToken,
@@ -112,7 +112,7 @@ impl Mqtt {
             client,
             topics,
             connection,
-            dispatcher,
+            dispatcher: Some(dispatcher),
             publisher,
             stop_dispatch,
             stop_publisher,
@@ -124,7 +124,9 @@ impl Mqtt {
     /// Stops taking new commands (call before interrupting jobs).
     pub async fn stop_accepting(&mut self) {
         self.stop_dispatch.cancel();
-        let _ = (&mut self.dispatcher).await;
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.await;
+        }
     }
 
     /// Publishes what the engine still reported, then `offline`, then disconnects.
@@ -159,6 +161,7 @@ async fn connection_task(
     stop: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
+    let mut disconnecting = false;
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -185,10 +188,14 @@ async fn connection_task(
                 status.connected.store(false, Ordering::Relaxed);
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Keep reading until the broker closes the connection: closing with
+                // unread acks in the socket sends a RST, and the broker may then drop
+                // our last messages (the final job states and `offline`).
                 status.connected.store(false, Ordering::Relaxed);
-                return;
+                disconnecting = true;
             }
             Ok(_) => {}
+            Err(_) if disconnecting => return,
             Err(e) => {
                 if status.connected.swap(false, Ordering::Relaxed) {
                     status.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -209,9 +216,12 @@ async fn on_connected(
     topics: &Topics,
     info: serde_json::Value,
 ) -> Result<(), rumqttc::v5::ClientError> {
-    client
-        .subscribe(topics.commands_filter(), QoS::AtLeastOnce)
-        .await?;
+    // Retain As Published: without it a v5 broker clears the retain flag of live
+    // messages, and a retained command would be indistinguishable from a fresh one.
+    let mut filter = Filter::new(topics.commands_filter(), QoS::AtLeastOnce);
+    filter.preserve_retain = true;
+    filter.nolocal = true;
+    client.subscribe_many([filter]).await?;
     client
         .publish(topics.status(), QoS::AtLeastOnce, true, "online")
         .await?;

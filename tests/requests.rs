@@ -1,0 +1,315 @@
+//! The request envelope: every error code reachable over MQTT, with its cause, and
+//! proof that no refused request ran anything.
+
+mod support;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use serde_json::{json, Value};
+use support::*;
+
+async fn error_of(c: &Client, base: &str, command: &str, body: Value) -> (String, String) {
+    let resp = c.request(base, command, body).await;
+    assert_eq!(resp["status"], "error", "{resp}");
+    (
+        resp["error"]["code"].as_str().unwrap().to_string(),
+        resp["error"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refusal_has_its_code_and_runs_nothing() {
+    let broker = Broker::start();
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let worker = Worker::start(&broker, &repos, &[]).await;
+    let base = worker.base.clone();
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        (
+            "backup/run",
+            json!({"repository": "nc"}),
+            "unauthorized",
+            "missing token",
+        ),
+        (
+            "backup/run",
+            json!({"token": "x".repeat(32), "repository": "nc"}),
+            "unauthorized",
+            "unknown token",
+        ),
+        (
+            "backup/run",
+            json!({"token": "", "repository": "nc"}),
+            "unauthorized",
+            "unknown token",
+        ),
+        (
+            "backup/run",
+            json!({"token": READ_TOKEN, "repository": "nc"}),
+            "forbidden",
+            "write role",
+        ),
+        (
+            "job/cancel",
+            json!({"token": READ_TOKEN, "job_id": "01a20d1c-b2e3-77de-8821-e6b253038ff0"}),
+            "forbidden",
+            "write role",
+        ),
+        (
+            "repo/break-lock",
+            json!({"token": WRITE_TOKEN, "repository": "nc"}),
+            "forbidden",
+            "auth.admin_token is not configured",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "nc", "bogus": 1}),
+            "invalid",
+            "unknown field `bogus`",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "nc", "dry_run": "yes"}),
+            "invalid",
+            "invalid type",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": ["nc"]}),
+            "invalid",
+            "invalid type",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN}),
+            "invalid",
+            "missing field `repository`",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "../nc"}),
+            "invalid",
+            "repository must match",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "../../etc/passwd"}),
+            "invalid",
+            "repository must match",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "nc; touch /tmp/pwned"}),
+            "invalid",
+            "repository must match",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "$(touch /tmp/pwned)"}),
+            "invalid",
+            "repository must match",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "nc", "token2": "--config=/etc/x"}),
+            "invalid",
+            "unknown field",
+        ),
+        (
+            "archive/list",
+            json!({"token": READ_TOKEN, "repository": "nc", "last": "5; id"}),
+            "invalid",
+            "invalid type",
+        ),
+        (
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "missing"}),
+            "not_found",
+            "no repository missing",
+        ),
+        (
+            "job/get",
+            json!({"token": READ_TOKEN, "job_id": "01a20d1c-b2e3-77de-8821-e6b253038ff0"}),
+            "not_found",
+            "no job",
+        ),
+        (
+            "job/get",
+            json!({"token": READ_TOKEN, "job_id": "../../x"}),
+            "invalid",
+            "job_id",
+        ),
+        (
+            "backup/explode",
+            json!({"token": WRITE_TOKEN}),
+            "invalid",
+            "unknown command",
+        ),
+        (
+            "backup/run",
+            json!({"token": 12345, "repository": "nc"}),
+            "invalid",
+            "token must be a string",
+        ),
+        (
+            "container/list",
+            json!({"token": READ_TOKEN}),
+            "unavailable",
+            "not available in this version",
+        ),
+    ];
+    for (command, body, code, needle) in cases {
+        let (got, message) = error_of(&c, &base, command, body.clone()).await;
+        assert_eq!(got, code, "{command} {body}: {message}");
+        assert!(
+            message.contains(needle),
+            "{command} {body}: {message:?} lacks {needle:?}"
+        );
+    }
+
+    // Malformed JSON and a non-object: no request id to echo, still one answer.
+    for (payload, needle) in [
+        (&b"{not json"[..], "malformed JSON"),
+        (&b"[1,2]"[..], "JSON object"),
+    ] {
+        c.publish_raw(&base, "archive/list", payload.to_vec(), false)
+            .await;
+        let topic = worker.topic("response/archive/list");
+        let m = c
+            .wait_for(|m| {
+                m.topic == topic
+                    && m.json()["error"]["message"]
+                        .as_str()
+                        .is_some_and(|s| s.contains(needle))
+            })
+            .await;
+        assert_eq!(m.json()["error"]["code"], "invalid");
+        assert_eq!(m.json()["request_id"], Value::Null);
+    }
+
+    // A retained request is refused and never runs, now or on resubscription.
+    c.publish_raw(
+        &base,
+        "backup/run",
+        serde_json::to_vec(
+            &json!({"token": WRITE_TOKEN, "repository": "nc", "request_id": "retained-1"}),
+        )
+        .unwrap(),
+        true,
+    )
+    .await;
+    let topic = worker.topic("response/backup/run");
+    let m = c
+        .wait_for(|m| m.topic == topic && m.json()["request_id"] == "retained-1")
+        .await;
+    assert_eq!(m.json()["error"]["code"], "invalid");
+    assert!(m.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("retained"));
+    // Clear the retained command so the broker stops offering it.
+    c.publish_raw(&base, "backup/run", Vec::new(), true).await;
+
+    // Nothing ran: no job, no archive, no marker file.
+    let jobs = c
+        .request(&base, "job/list", json!({"token": READ_TOKEN}))
+        .await;
+    assert_eq!(jobs["data"]["jobs"], json!([]), "{jobs}");
+    assert!(repos.archives("nc").is_empty());
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+
+    assert_no_secrets("published payloads", &c.all_text());
+    assert_no_secrets("the worker's log", &worker.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v5_bearer_property_response_topic_and_correlation_data() {
+    let broker = Broker::start();
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let worker = Worker::start(&broker, &repos, &[]).await;
+    let base = worker.base.clone();
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+
+    // Token as `authorization: Bearer …`, reply to a private topic under response/.
+    let private = worker.topic("response/nodered/inbox-1");
+    let props = PublishProperties {
+        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
+        response_topic: Some(private.clone()),
+        correlation_data: Some(Bytes::from_static(b"corr-42")),
+        ..Default::default()
+    };
+    c.publish_with(
+        &base,
+        "job/list",
+        br#"{"request_id":"v5-1"}"#.to_vec(),
+        props,
+    )
+    .await;
+    let m = c.wait_for(|m| m.topic == private).await;
+    assert_eq!(m.json()["status"], "ok", "{}", m.text());
+    assert_eq!(m.json()["request_id"], "v5-1");
+    assert_eq!(m.correlation.as_deref(), Some(&b"corr-42"[..]));
+
+    // A Response Topic outside <base>/response/ is ignored: the default is used.
+    let props = PublishProperties {
+        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
+        response_topic: Some(worker.topic("status")),
+        ..Default::default()
+    };
+    c.publish_with(
+        &base,
+        "job/list",
+        br#"{"request_id":"v5-2"}"#.to_vec(),
+        props,
+    )
+    .await;
+    let default = worker.topic("response/job/list");
+    let m = c
+        .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-2")
+        .await;
+    assert_eq!(m.json()["status"], "ok");
+    let status_msgs = c
+        .messages()
+        .remove(&worker.topic("status"))
+        .unwrap_or_default();
+    assert!(
+        status_msgs.iter().all(|m| m.payload == b"online"),
+        "a response was published on the status topic"
+    );
+
+    // A wrong bearer is unauthorized.
+    let props = PublishProperties {
+        user_properties: vec![(
+            "authorization".into(),
+            "Bearer nope-nope-nope-nope-nope".into(),
+        )],
+        ..Default::default()
+    };
+    c.publish_with(
+        &base,
+        "job/list",
+        br#"{"request_id":"v5-3"}"#.to_vec(),
+        props,
+    )
+    .await;
+    let m = c
+        .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-3")
+        .await;
+    assert_eq!(m.json()["error"]["code"], "unauthorized");
+
+    // The info document is retained and lists the repository and the commands.
+    let info = c.wait_for(|m| m.topic.ends_with("/info")).await;
+    assert!(info.retain);
+    let info = info.json();
+    assert_eq!(info["repositories"], json!(["nc"]));
+    assert!(info["commands"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("backup/run")));
+    assert!(info["borgmatic_version"].as_str().unwrap().starts_with('2'));
+}
