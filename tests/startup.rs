@@ -1,0 +1,211 @@
+//! Start-up guards and `check-config`: every refusal names the key and the fix, and
+//! no secret is ever printed.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::*;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str], env: &[(&str, String)]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_borgmatic-mqtt"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+type Env = Vec<(&'static str, String)>;
+
+fn good_env(config_dir: &Path) -> Env {
+    vec![
+        ("BMQTT_AUTH__READ_TOKEN", READ_TOKEN.into()),
+        ("BMQTT_AUTH__WRITE_TOKEN", WRITE_TOKEN.into()),
+        ("BMQTT_MQTT__PASSWORD", WORKER_PASSWORD.into()),
+        (
+            "BMQTT_BORGMATIC__CONFIG_DIR",
+            config_dir.display().to_string(),
+        ),
+        (
+            "BMQTT_BORGMATIC__BINARY",
+            borgmatic_bin().display().to_string(),
+        ),
+        ("BMQTT_REPOSITORIES__NC__PASSPHRASE", PASSPHRASE.into()),
+    ]
+}
+
+fn with(mut env: Env, key: &'static str, value: Option<&str>) -> Env {
+    env.retain(|(k, _)| *k != key);
+    if let Some(v) = value {
+        env.push((key, v.to_string()));
+    }
+    env
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(&["check-config"], &good_env(dir.path()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(shown["auth"]["read_token"], "[redacted]");
+    assert_eq!(shown["mqtt"]["password"], "[redacted]");
+    assert_eq!(shown["repositories"]["nc"]["passphrase"], "[redacted]");
+    assert!(shown["borgmatic_version"]
+        .as_str()
+        .unwrap()
+        .starts_with('2'));
+    assert_no_secrets("check-config output", &format!("{}{}", r.stdout, r.stderr));
+}
+
+#[test]
+fn every_start_up_refusal_names_the_key_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = good_env(dir.path());
+    let old = dir.path().join("old-borgmatic");
+    std::fs::write(&old, "#!/bin/sh\necho 1.8.14\n").unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", old.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let same = "s".repeat(30);
+    let cases: Vec<(Env, &str, &str)> = vec![
+        (
+            with(good.clone(), "BMQTT_AUTH__READ_TOKEN", None),
+            "auth.read_token",
+            "missing",
+        ),
+        (
+            with(good.clone(), "BMQTT_AUTH__WRITE_TOKEN", None),
+            "auth.write_token",
+            "missing",
+        ),
+        (
+            with(good.clone(), "BMQTT_AUTH__READ_TOKEN", Some("")),
+            "auth.read_token",
+            "empty",
+        ),
+        (
+            with(good.clone(), "BMQTT_AUTH__WRITE_TOKEN", Some("too-short")),
+            "auth.write_token",
+            "shorter than 24",
+        ),
+        (
+            with(
+                with(good.clone(), "BMQTT_AUTH__READ_TOKEN", Some(&same)),
+                "BMQTT_AUTH__WRITE_TOKEN",
+                Some(&same),
+            ),
+            "auth.write_token",
+            "equals auth.read_token",
+        ),
+        (
+            with(good.clone(), "BMQTT_AUTH__ADMIN_TOKEN", Some(READ_TOKEN)),
+            "auth.admin_token",
+            "equals auth.read_token",
+        ),
+        (
+            with(
+                good.clone(),
+                "BMQTT_BORGMATIC__CONFIG_DIR",
+                Some("/nonexistent/borgmatic.d"),
+            ),
+            "borgmatic.config_dir",
+            "not a directory",
+        ),
+        (
+            with(
+                good.clone(),
+                "BMQTT_BORGMATIC__BINARY",
+                Some("/nonexistent/borgmatic"),
+            ),
+            "borgmatic.binary",
+            "cannot be run",
+        ),
+        (
+            with(
+                good.clone(),
+                "BMQTT_BORGMATIC__BINARY",
+                Some(old.to_str().unwrap()),
+            ),
+            "borgmatic.binary",
+            "older than 1.9.0",
+        ),
+    ];
+    for (env, key, needle) in cases {
+        for args in [&["check-config"][..], &["run"][..]] {
+            let r = run(args, &env);
+            assert_ne!(r.code, 0, "{args:?} accepted a bad configuration ({key})");
+            let line = r
+                .stderr
+                .lines()
+                .find(|l| l.contains(&format!("{key}:")))
+                .unwrap_or_else(|| panic!("{args:?}: no line names {key}: {}", r.stderr));
+            assert!(line.contains(needle), "{args:?}: {line:?} lacks {needle:?}");
+            assert_no_secrets("start-up errors", &format!("{}{}", r.stdout, r.stderr));
+        }
+    }
+}
+
+#[test]
+fn unknown_keys_and_secret_files_and_toml_layering() {
+    let dir = tempfile::tempdir().unwrap();
+    // A typo in an environment key is refused, naming it.
+    let r = run(
+        &["check-config"],
+        &with(good_env(dir.path()), "BMQTT_MQTT__HOTS", Some("x")),
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("hots"), "{}", r.stderr);
+
+    // Tokens from `_FILE` (Docker secrets) and the rest from a TOML file, which the
+    // environment overrides.
+    let token_file = dir.path().join("read_token");
+    std::fs::write(&token_file, format!("{READ_TOKEN}\n")).unwrap();
+    let toml = dir.path().join("config.toml");
+    std::fs::write(
+        &toml,
+        "[mqtt]\nhost = \"broker.lan\"\nport = 1884\nbase_topic = \"backups/nas\"\n",
+    )
+    .unwrap();
+    let env = with(
+        with(good_env(dir.path()), "BMQTT_AUTH__READ_TOKEN", None),
+        "BMQTT_AUTH__READ_TOKEN_FILE",
+        Some(token_file.to_str().unwrap()),
+    );
+    let env = with(env, "BMQTT_MQTT__PORT", Some("1999"));
+    let r = run(&["--config", toml.to_str().unwrap(), "check-config"], &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let shown: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(shown["mqtt"]["host"], "broker.lan");
+    assert_eq!(shown["mqtt"]["port"], 1999);
+    assert_eq!(shown["effective_base_topic"], "backups/nas");
+    assert_eq!(shown["auth"]["read_token"], "[redacted]");
+    assert_no_secrets("check-config output", &r.stdout);
+
+    // Both a value and its file is ambiguous.
+    let r = run(
+        &["check-config"],
+        &with(
+            good_env(dir.path()),
+            "BMQTT_AUTH__READ_TOKEN_FILE",
+            Some(token_file.to_str().unwrap()),
+        ),
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("auth.read_token_file"), "{}", r.stderr);
+}
