@@ -71,16 +71,12 @@ async fn backup_creates_one_archive_that_archive_list_names() {
     assert_eq!(retained.json()["state"], "succeeded");
 
     // archive/list (a read command) names the archive.
-    let resp = c
-        .request(
+    let list = c
+        .run_job(
             &worker.base,
             "archive/list",
             json!({"token": READ_TOKEN, "repository": "nc"}),
         )
-        .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
-    let list = c
-        .job_result(&worker.base, resp["job_id"].as_str().unwrap())
         .await;
     assert_eq!(list["state"], "succeeded", "{list}");
     let names: Vec<&str> = list["data"]["archives"]
@@ -115,15 +111,12 @@ async fn dry_run_creates_nothing_and_duplicate_request_runs_once() {
     let c = Client::connect(&broker).await;
     c.subscribe(&worker.topic("#")).await;
 
-    let dry = c
-        .request(
+    let res = c
+        .run_job(
             &worker.base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "nc", "dry_run": true}),
         )
-        .await;
-    let res = c
-        .job_result(&worker.base, dry["job_id"].as_str().unwrap())
         .await;
     assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["dry_run"], true);
@@ -165,15 +158,12 @@ async fn a_failing_backup_is_failed_with_its_reason() {
     let worker = Worker::start(&broker, &repos, &[]).await;
     let c = Client::connect(&broker).await;
     c.subscribe(&worker.topic("#")).await;
-    let resp = c
-        .request(
+    let res = c
+        .run_job(
             &worker.base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "nc"}),
         )
-        .await;
-    let res = c
-        .job_result(&worker.base, resp["job_id"].as_str().unwrap())
         .await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_ne!(res["exit_code"], 0);

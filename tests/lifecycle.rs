@@ -286,3 +286,30 @@ async fn sigterm_interrupts_jobs_publishes_offline_and_exits_cleanly() {
     assert!(repos.check("nc"));
     assert_no_secrets("the worker's log", &worker.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_connects_over_tls_and_answers() {
+    let broker = Broker::start_tls();
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let tls_port = broker.tls_port.unwrap().to_string();
+    let ca = broker.ca_file().display().to_string();
+    // `online` only arrives if the TLS connection (verified against the CA) worked.
+    let worker = Worker::start(
+        &broker,
+        &repos,
+        &[
+            ("BMQTT_MQTT__HOST", "localhost"),
+            ("BMQTT_MQTT__PORT", tls_port.as_str()),
+            ("BMQTT_MQTT__TLS", "true"),
+            ("BMQTT_MQTT__CA_FILE", ca.as_str()),
+        ],
+    )
+    .await;
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+    let resp = c
+        .request(&worker.base, "job/list", json!({"token": READ_TOKEN}))
+        .await;
+    assert_eq!(resp["status"], "ok", "{resp}");
+}

@@ -138,21 +138,12 @@ impl JobEngine {
         if self.shared.closing.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let job_id = JobId::new();
-        let record = JobRecord {
-            job_id,
-            command: spec.command.as_str().to_string(),
-            repository: spec.repository.as_ref().map(|r| r.as_str().to_string()),
-            request_id: spec.request_id.clone(),
-            state: JobState::Queued,
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            lines: 0,
-            error: None,
-            progress: None,
-        };
+        let record = JobRecord::queued(
+            spec.command.as_str(),
+            spec.repository.as_ref().map(|r| r.as_str().to_string()),
+            spec.request_id.clone(),
+        );
+        let job_id = record.job_id;
         {
             let mut active = lock(&self.shared.active);
             if let Some(repo) = &spec.repository {

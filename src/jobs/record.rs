@@ -60,6 +60,30 @@ pub struct JobRecord {
     pub progress: Option<Value>,
 }
 
+impl JobRecord {
+    /// A new job, as it is when submitted.
+    pub fn queued(
+        command: &str,
+        repository: Option<String>,
+        request_id: Option<RequestId>,
+    ) -> Self {
+        JobRecord {
+            job_id: JobId::new(),
+            command: command.to_string(),
+            repository,
+            request_id,
+            state: JobState::Queued,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            lines: 0,
+            error: None,
+            progress: None,
+        }
+    }
+}
+
 /// The `result` message: the final record plus the job's output data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {

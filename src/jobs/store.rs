@@ -173,18 +173,8 @@ mod tests {
 
     fn record(state: JobState) -> JobRecord {
         JobRecord {
-            job_id: JobId::new(),
-            command: "backup/run".into(),
-            repository: Some("nc".into()),
-            request_id: None,
             state,
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            lines: 0,
-            error: None,
-            progress: None,
+            ..JobRecord::queued("backup/run", Some("nc".into()), None)
         }
     }
 

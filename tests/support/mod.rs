@@ -73,12 +73,28 @@ fn require(bin: &str) {
 /// A real Mosquitto on a free loopback port with a password file and an ACL.
 pub struct Broker {
     pub port: u16,
+    /// The TLS listener's port, when started with [`Broker::start_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_with(false)
+    }
+
+    /// Also listens with TLS (a throwaway CA and a server certificate for
+    /// `localhost`); the CA is at [`Broker::ca_file`].
+    pub fn start_tls() -> Broker {
+        Self::start_with(true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Broker {
         require("mosquitto");
         require("mosquitto_passwd");
         let dir = tempfile::tempdir().unwrap();
@@ -108,10 +124,22 @@ impl Broker {
         // Running as root, Mosquitto drops to user `mosquitto` and could not read the
         // 0700 temp dir: tell it to stay root.
         let user_line = if nix_is_root() { "user root\n" } else { "" };
+        let tls_port = tls.then(free_port);
+        let tls_block = match tls_port {
+            Some(p) => {
+                make_certificates(dir.path());
+                let d = dir.path().display();
+                format!(
+                    "listener {p} 127.0.0.1\ncafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
+                )
+            }
+            None => String::new(),
+        };
         std::fs::write(
             dir.path().join("mosquitto.conf"),
             format!(
-                "{user_line}listener {port} 127.0.0.1\nallow_anonymous false\n\
+                "{user_line}per_listener_settings false\nlistener {port} 127.0.0.1\n{tls_block}\
+                 allow_anonymous false\n\
                  password_file {}\nacl_file {}\npersistence false\n\
                  log_dest stderr\nlog_type error\nlog_type warning\n",
                 pw.display(),
@@ -121,6 +149,7 @@ impl Broker {
         .unwrap();
         let mut b = Broker {
             port,
+            tls_port,
             dir,
             child: None,
         };
@@ -138,6 +167,9 @@ impl Broker {
             .expect("cannot start mosquitto");
         self.child = Some(child);
         wait_for_port(self.port);
+        if let Some(p) = self.tls_port {
+            wait_for_port(p);
+        }
     }
 
     pub fn stop(&mut self) {
@@ -159,6 +191,72 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A CA and a server certificate for `localhost`, made with openssl.
+fn make_certificates(dir: &Path) {
+    require("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
 }
 
 fn nix_is_root() -> bool {
@@ -611,6 +709,14 @@ impl Client {
             )
             .await
             .unwrap();
+    }
+
+    /// Sends a job command, asserts it was accepted, and waits for its result.
+    pub async fn run_job(&self, base: &str, command: &str, body: Value) -> Value {
+        let resp = self.request(base, command, body).await;
+        assert_eq!(resp["status"], "ok", "{command}: {resp}");
+        self.job_result(base, resp["job_id"].as_str().unwrap())
+            .await
     }
 
     /// Waits for a job's `result` message.
