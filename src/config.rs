@@ -135,6 +135,8 @@ pub struct AuthSettings {
     pub write_token_file: Option<PathBuf>,
     pub admin_token: Option<Secret>,
     pub admin_token_file: Option<PathBuf>,
+    /// Accept `borg_passphrase` / `ssh_passphrase` in requests.
+    pub allow_request_secrets: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +144,10 @@ pub struct AuthSettings {
 pub struct BorgmaticSettings {
     pub config_dir: PathBuf,
     pub binary: PathBuf,
+    /// `archive/extract` destinations live below it.
+    pub restore_root: PathBuf,
+    /// `archive/mount` mount points live below it.
+    pub mount_root: PathBuf,
 }
 
 impl Default for BorgmaticSettings {
@@ -149,6 +155,8 @@ impl Default for BorgmaticSettings {
         Self {
             config_dir: PathBuf::from("/etc/borgmatic.d"),
             binary: PathBuf::from("borgmatic"),
+            restore_root: PathBuf::from("/restore"),
+            mount_root: PathBuf::from("/mnt/borgmatic"),
         }
     }
 }
@@ -267,6 +275,10 @@ pub struct RepositorySettings {
     /// The borg passphrase, handed to borgmatic only through `BORG_PASSPHRASE`.
     pub passphrase: Option<Secret>,
     pub passphrase_file: Option<PathBuf>,
+    /// The passphrase of the SSH key used for this repository, given to ssh through
+    /// the askpass helper.
+    pub ssh_passphrase: Option<Secret>,
+    pub ssh_passphrase_file: Option<PathBuf>,
 }
 
 /// One thing wrong with the configuration: the key, what is wrong, how to fix it.
@@ -446,7 +458,15 @@ impl Settings {
         if self.jobs.log_qos > 1 {
             problems.push(problem("jobs.log_qos", "must be 0 or 1"));
         }
-        for label in self.repositories.keys() {
+        for (label, repo) in &self.repositories {
+            if let (Some(borg), Some(ssh)) = (&repo.passphrase, &repo.ssh_passphrase) {
+                if borg == ssh && !borg.is_empty() {
+                    problems.push(problem(
+                        format!("repositories.{label}.ssh_passphrase"),
+                        "equals the repository's borg passphrase; use distinct secrets so one leak does not give away both",
+                    ));
+                }
+            }
             if crate::command::RepositoryLabel::parse(label).is_err() {
                 problems.push(problem(
                     format!("repositories.{label}"),
@@ -518,6 +538,13 @@ impl Settings {
             .and_then(|r| r.passphrase.as_ref())
     }
 
+    /// The configured SSH key passphrase of one repository, if any.
+    pub fn ssh_passphrase_for(&self, label: &str) -> Option<&Secret> {
+        self.repositories
+            .get(label)
+            .and_then(|r| r.ssh_passphrase.as_ref())
+    }
+
     /// Every configured secret value, so that output can be scrubbed of them.
     pub fn secret_values(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -532,7 +559,10 @@ impl Settings {
             out.push(s.expose().to_string());
         }
         for repo in self.repositories.values() {
-            if let Some(p) = &repo.passphrase {
+            for p in [&repo.passphrase, &repo.ssh_passphrase]
+                .into_iter()
+                .flatten()
+            {
                 out.push(p.expose().to_string());
             }
         }
@@ -633,6 +663,16 @@ mod tests {
 
     fn toml_string(s: &Settings) -> String {
         serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn equal_borg_and_ssh_passphrases_are_refused() {
+        let s = with("[repositories.nc]\npassphrase = \"same-secret-1\"\nssh_passphrase = \"same-secret-1\"\n")
+            .unwrap();
+        assert!(s
+            .problems()
+            .iter()
+            .any(|p| p.key == "repositories.nc.ssh_passphrase"));
     }
 
     #[test]

@@ -13,11 +13,15 @@
 //! - [`startup`], [`telemetry`]: wiring, shutdown order, tracing.
 #![forbid(unsafe_code)]
 
+pub mod aio;
+pub mod askpass;
 pub mod auth;
+pub mod borg_config;
 pub mod command;
 pub mod config;
 pub mod exec;
 pub mod jobs;
+pub mod locks;
 pub mod mqtt;
 pub mod redact;
 pub mod service;

@@ -27,6 +27,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Started by ssh as SSH_ASKPASS: answer the prompt and nothing else.
+    if borgmatic_mqtt::askpass::requested() {
+        let prompt = std::env::args().nth(1).unwrap_or_default();
+        return ExitCode::from(borgmatic_mqtt::askpass::run(&prompt) as u8);
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,

@@ -26,6 +26,13 @@ impl Redactor {
         }
     }
 
+    /// This redactor plus more secrets.
+    pub fn with(&self, extra: Vec<String>) -> Redactor {
+        let mut all: Vec<String> = self.secrets.iter().cloned().collect();
+        all.extend(extra);
+        Redactor::new(all)
+    }
+
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for s in self.secrets.iter() {

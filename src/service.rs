@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::auth::{Role, Tokens};
+use crate::borg_config::BorgmaticConfig;
 use crate::command::{
     ApiError, Command, CommandName, Envelope, ErrorCode, JobId, RequestId, Response,
 };
-use crate::config::Settings;
-use crate::exec::borgmatic::{Borgmatic, Version};
+use crate::command::{RepositoryLabel, SubPath};
+use crate::config::{Secret, Settings};
+use crate::exec::borgmatic::{Action, Borgmatic, JobSecrets, Repository, Version};
+use crate::exec::roots::{self, RootError};
 use crate::jobs::{CancelReason, JobEngine, JobSpec, SubmitError, Task};
 
 /// How long a request id is remembered.
@@ -81,7 +84,7 @@ impl Service {
         borgmatic_version: Version,
     ) -> Self {
         Self {
-            borgmatic: Borgmatic::new(settings.clone()),
+            borgmatic: Borgmatic::new(&settings, borgmatic_version),
             settings,
             tokens,
             engine,
@@ -163,13 +166,15 @@ impl Service {
             )));
         }
         if role < name.role() {
-            return Err(fail(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "{name} needs the {} role; this token has the {} role",
-                    name.role().as_str(),
-                    role.as_str()
-                ),
+            return Err(fail(forbidden(name, name.role(), role)));
+        }
+        let request_secrets = RequestSecrets {
+            borg: envelope.borg_passphrase,
+            ssh: envelope.ssh_passphrase,
+        };
+        if !request_secrets.is_empty() && !self.settings.auth.allow_request_secrets {
+            return Err(fail(ApiError::invalid(
+                "borg_passphrase and ssh_passphrase in requests are disabled; set auth.allow_request_secrets = true to allow them",
             )));
         }
 
@@ -183,7 +188,8 @@ impl Service {
             }
         }
         let resp = match Command::parse(name, envelope.fields) {
-            Ok(cmd) => self.execute(cmd, rid.clone()),
+            Ok(cmd) if role < cmd.role() => fail(forbidden(name, cmd.role(), role)),
+            Ok(cmd) => self.execute(cmd, rid.clone(), request_secrets).await,
             Err(e) => fail(e),
         };
         if let Some(r) = rid {
@@ -193,32 +199,135 @@ impl Service {
         Ok(resp)
     }
 
-    fn execute(&self, cmd: Command, rid: Option<RequestId>) -> Response {
-        match self.try_execute(cmd, rid.clone()) {
+    async fn execute(
+        &self,
+        cmd: Command,
+        rid: Option<RequestId>,
+        secrets: RequestSecrets,
+    ) -> Response {
+        match self.try_execute(cmd, rid.clone(), secrets).await {
             Ok(resp) => resp,
             Err(e) => Response::error(rid, e),
         }
     }
 
-    fn try_execute(&self, cmd: Command, rid: Option<RequestId>) -> Result<Response, ApiError> {
+    async fn try_execute(
+        &self,
+        cmd: Command,
+        rid: Option<RequestId>,
+        secrets: RequestSecrets,
+    ) -> Result<Response, ApiError> {
+        if !secrets.is_empty() && cmd.repository().is_none() {
+            return Err(ApiError::invalid(format!(
+                "{} takes no borg_passphrase or ssh_passphrase",
+                cmd.name()
+            )));
+        }
         let name = cmd.name();
-        match cmd {
-            Command::BackupRun(c) => {
-                let repo = self.repository(&c.repository)?;
-                let task = self.borgmatic.backup(&repo, &c);
-                self.submit(name, Some(c.repository), rid, Box::new(task))
+        let action = match cmd {
+            Command::BackupRun(c) => (
+                c.repository,
+                Action::Create {
+                    dry_run: c.dry_run,
+                    stats: c.stats,
+                    progress: c.progress,
+                },
+            ),
+            Command::ArchiveList(c) => (c.repository, Action::RepoList { last: c.last }),
+            Command::ArchiveInfo(c) => (
+                c.repository,
+                Action::Info {
+                    archive: c
+                        .archive
+                        .unwrap_or_else(crate::command::ArchiveName::latest),
+                },
+            ),
+            Command::RepoLatestStats(c) => (c.repository, Action::LatestStats),
+            Command::RepoInfo(c) => (c.repository, Action::RepoInfo),
+            Command::ArchiveExtract(c) => {
+                let destination =
+                    self.below(&self.settings.borgmatic.restore_root, &c.destination, false)?;
+                (
+                    c.repository,
+                    Action::Extract {
+                        archive: c.archive,
+                        paths: c.paths,
+                        destination,
+                    },
+                )
             }
-            Command::ArchiveList(c) => {
+            Command::ArchiveMount(c) => {
+                fuse()?;
+                let mount_point =
+                    self.below(&self.settings.borgmatic.mount_root, &c.mount_point, false)?;
+                (
+                    c.repository,
+                    Action::Mount {
+                        archive: c.archive,
+                        mount_point,
+                    },
+                )
+            }
+            Command::ArchiveUmount(c) => {
+                fuse()?;
+                let mount_point =
+                    self.below(&self.settings.borgmatic.mount_root, &c.mount_point, true)?;
+                (c.repository, Action::Umount { mount_point })
+            }
+            Command::RepoCheck(c) => (c.repository, Action::Check { repair: c.repair }),
+            Command::RepoPrune(c) => (c.repository, Action::Prune { dry_run: c.dry_run }),
+            Command::RepoCompact(c) => (c.repository, Action::Compact { dry_run: c.dry_run }),
+            Command::RepoBreakLock(c) => (c.repository, Action::BreakLock),
+            Command::KeyChangePassphrase(c) => {
+                let new = c.new_passphrase.secret().clone();
+                let ssh = secrets.ssh.clone().or_else(|| {
+                    self.settings
+                        .ssh_passphrase_for(c.repository.as_str())
+                        .cloned()
+                });
+                if ssh.as_ref() == Some(&new) {
+                    return Err(ApiError::invalid(
+                        "new_passphrase equals the SSH key passphrase; use distinct secrets",
+                    ));
+                }
+                (c.repository, Action::ChangePassphrase { new })
+            }
+            Command::ConfigValidate(c) => {
+                let task = match &c.repository {
+                    Some(label) => {
+                        let repo = self.repository(label)?;
+                        self.borgmatic
+                            .task(&repo, &JobSecrets::default(), Action::ValidateConfig)
+                    }
+                    None => self.borgmatic.validate_all(),
+                };
+                return self.submit(name, None, rid, Box::new(task), vec![]);
+            }
+            Command::RepoLockStatus(c) => {
+                let data = self.lock_status(c.repository.as_ref())?;
+                return Ok(Response::ok(rid, None, data));
+            }
+            Command::ConfigList(_) => return Ok(Response::ok(rid, None, self.config_list())),
+            Command::ConfigShow(c) => {
                 let repo = self.repository(&c.repository)?;
-                let task = self.borgmatic.archive_list(&repo, &c);
-                self.submit(name, Some(c.repository), rid, Box::new(task))
+                let cfg = load(&repo)?;
+                let data = json!({
+                    "repository": c.repository.as_str(),
+                    "file": repo.config,
+                    "config": cfg.redacted(),
+                });
+                return Ok(Response::ok(rid, None, data));
+            }
+            Command::ConfigCheckAio(c) => {
+                let data = self.check_aio(c.repository.as_ref()).await?;
+                return Ok(Response::ok(rid, None, data));
             }
             Command::JobGet(c) => {
                 let data = match self.engine.result(c.job_id) {
                     Some(result) => to_value(&result),
                     None => to_value(&self.engine.get(c.job_id).ok_or_else(|| no_job(c.job_id))?),
                 };
-                Ok(Response::ok(rid, Some(c.job_id), data))
+                return Ok(Response::ok(rid, Some(c.job_id), data));
             }
             Command::JobList(f) => {
                 let limit = f
@@ -226,22 +335,144 @@ impl Service {
                     .map(|l| (l as usize).min(LIST_MAX))
                     .unwrap_or(LIST_DEFAULT);
                 let jobs = self.engine.list(f.state, limit);
-                Ok(Response::ok(rid, None, json!({ "jobs": jobs })))
+                return Ok(Response::ok(rid, None, json!({ "jobs": jobs })));
             }
             Command::JobCancel(c) => {
                 let rec = self
                     .engine
                     .cancel(c.job_id, CancelReason::User)
                     .map_err(|_| no_job(c.job_id))?;
-                Ok(Response::ok(rid, Some(c.job_id), to_value(&rec)))
+                return Ok(Response::ok(rid, Some(c.job_id), to_value(&rec)));
             }
+        };
+        let (label, action) = action;
+        let repo = self.repository(&label)?;
+        let job_secrets = self.job_secrets(&label, &secrets)?;
+        let mut scrub: Vec<String> = secrets.values();
+        if let Action::ChangePassphrase { new } = &action {
+            scrub.push(new.expose().to_string());
+        }
+        let task = self.borgmatic.task(&repo, &job_secrets, action);
+        self.submit(name, Some(label), rid, Box::new(task), scrub)
+    }
+
+    /// The secrets a job on `label` uses: the request's, else the configured ones.
+    fn job_secrets(
+        &self,
+        label: &RepositoryLabel,
+        request: &RequestSecrets,
+    ) -> Result<JobSecrets, ApiError> {
+        let borg = request
+            .borg
+            .clone()
+            .or_else(|| self.settings.passphrase_for(label.as_str()).cloned());
+        let ssh = request
+            .ssh
+            .clone()
+            .or_else(|| self.settings.ssh_passphrase_for(label.as_str()).cloned());
+        if let (Some(b), Some(s)) = (&borg, &ssh) {
+            if b == s {
+                return Err(ApiError::invalid(
+                    "the borg passphrase equals the SSH key passphrase; use distinct secrets",
+                ));
+            }
+        }
+        Ok(JobSecrets { borg, ssh })
+    }
+
+    fn below(
+        &self,
+        root: &std::path::Path,
+        sub: &SubPath,
+        existing: bool,
+    ) -> Result<std::path::PathBuf, ApiError> {
+        let r = if existing {
+            roots::existing_below(root, sub)
+        } else {
+            roots::resolve_below(root, sub)
+        };
+        r.map_err(|e| match e {
+            RootError::MissingRoot(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+            RootError::Escapes(_) => ApiError::invalid(e.to_string()),
+            RootError::Create { .. } if existing => {
+                ApiError::new(ErrorCode::NotFound, e.to_string())
+            }
+            RootError::Create { .. } => ApiError::invalid(e.to_string()),
+        })
+    }
+
+    fn labels_or_one(&self, one: Option<&RepositoryLabel>) -> Result<Vec<Repository>, ApiError> {
+        match one {
+            Some(label) => Ok(vec![self.repository(label)?]),
+            None => Ok(self
+                .borgmatic
+                .labels()
+                .iter()
+                .filter_map(|l| RepositoryLabel::parse(l).ok())
+                .filter_map(|l| self.borgmatic.repository(&l))
+                .collect()),
         }
     }
 
-    fn repository(
-        &self,
-        label: &crate::command::RepositoryLabel,
-    ) -> Result<crate::exec::borgmatic::Repository, ApiError> {
+    fn lock_status(&self, one: Option<&RepositoryLabel>) -> Result<Value, ApiError> {
+        let mut out = Vec::new();
+        for repo in self.labels_or_one(one)? {
+            let cfg = load(&repo)?;
+            for entry in cfg.repositories() {
+                let status = crate::locks::status(&entry);
+                out.push(json!({
+                    "repository": repo.label.as_str(),
+                    "location": crate::borg_config::parse_location(&entry.path).display(),
+                    "lock": status,
+                }));
+            }
+        }
+        Ok(json!({ "repositories": out }))
+    }
+
+    fn config_list(&self) -> Value {
+        let mut configs = Vec::new();
+        for label in self.borgmatic.labels() {
+            let Ok(l) = RepositoryLabel::parse(&label) else {
+                continue;
+            };
+            let Some(repo) = self.borgmatic.repository(&l) else {
+                continue;
+            };
+            let entry = match BorgmaticConfig::load(&repo.config) {
+                Ok(cfg) => json!({
+                    "repository": label,
+                    "file": repo.config,
+                    "repositories": cfg.repositories().iter().map(|r| json!({
+                        "label": r.label,
+                        "location": r.location.display(),
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(e) => {
+                    json!({ "repository": label, "file": repo.config, "error": e.to_string() })
+                }
+            };
+            configs.push(entry);
+        }
+        json!({ "configs": configs })
+    }
+
+    async fn check_aio(&self, one: Option<&RepositoryLabel>) -> Result<Value, ApiError> {
+        let mut out = Vec::new();
+        for repo in self.labels_or_one(one)? {
+            let cfg = load(&repo)?;
+            let checks = crate::aio::check_config(&cfg, Duration::from_secs(3)).await;
+            let passed = checks.iter().all(|c| c.passed != Some(false));
+            out.push(json!({
+                "repository": repo.label.as_str(),
+                "passed": passed,
+                "checks": checks,
+            }));
+        }
+        Ok(json!({ "repositories": out }))
+    }
+
+    fn repository(&self, label: &RepositoryLabel) -> Result<Repository, ApiError> {
         self.borgmatic.repository(label).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotFound,
@@ -253,9 +484,10 @@ impl Service {
     fn submit(
         &self,
         name: CommandName,
-        repository: Option<crate::command::RepositoryLabel>,
+        repository: Option<RepositoryLabel>,
         rid: Option<RequestId>,
         task: Box<dyn Task>,
+        secrets: Vec<String>,
     ) -> Result<Response, ApiError> {
         let spec = JobSpec {
             command: name,
@@ -263,6 +495,7 @@ impl Service {
             request_id: rid.clone(),
             timeout: self.settings.jobs.timeout_for(name.as_str()),
             task,
+            secrets,
         };
         match self.engine.submit(spec) {
             Ok(record) => Ok(Response::ok(rid, Some(record.job_id), to_value(&record))),
@@ -277,6 +510,60 @@ impl Service {
             )),
         }
     }
+}
+
+/// Secrets a request brought along (`auth.allow_request_secrets`).
+#[derive(Default)]
+struct RequestSecrets {
+    borg: Option<Secret>,
+    ssh: Option<Secret>,
+}
+
+impl RequestSecrets {
+    fn is_empty(&self) -> bool {
+        self.borg.is_none() && self.ssh.is_none()
+    }
+    fn values(&self) -> Vec<String> {
+        [&self.borg, &self.ssh]
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose().to_string())
+            .collect()
+    }
+}
+
+fn forbidden(name: CommandName, needed: Role, has: Role) -> ApiError {
+    if needed == Role::Admin && has < Role::Admin {
+        return ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{name} with these fields needs the admin role; this token has the {} role",
+                has.as_str()
+            ),
+        );
+    }
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "{name} needs the {} role; this token has the {} role",
+            needed.as_str(),
+            has.as_str()
+        ),
+    )
+}
+
+fn fuse() -> Result<(), ApiError> {
+    match roots::fuse_unavailable() {
+        Some(reason) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("FUSE mounts are not possible here: {reason}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn load(repo: &Repository) -> Result<BorgmaticConfig, ApiError> {
+    BorgmaticConfig::load(&repo.config).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 fn no_job(id: JobId) -> ApiError {

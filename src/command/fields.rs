@@ -126,6 +126,110 @@ impl fmt::Display for JobId {
     }
 }
 
+fn printable(s: &str) -> bool {
+    !s.chars().any(|c| c.is_control())
+}
+
+/// A borg archive name (or `latest`): printable, no `/`, no `::`, not an option.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ArchiveName(String);
+
+impl ArchiveName {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        if s.is_empty()
+            || s.len() > 255
+            || !printable(s)
+            || s.starts_with('-')
+            || s.contains('/')
+            || s.contains("::")
+        {
+            return Err(FieldError(format!(
+                "archive must be an archive name (1 to 255 printable characters, no '/', not starting with '-'), got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn latest() -> Self {
+        Self("latest".into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A path inside an archive, as borg stores it (relative, no `..`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ArchivePath(String);
+
+impl ArchivePath {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let trimmed = s.trim_start_matches('/');
+        if trimmed.is_empty()
+            || s.len() > 4096
+            || !printable(s)
+            || s.starts_with('-')
+            || trimmed.split('/').any(|c| c == "..")
+        {
+            return Err(FieldError(format!(
+                "paths must be paths inside the archive (no '..', not starting with '-'), got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A relative path below one of the worker's roots (restore root, mount root): only
+/// plain components, so joining it to the root cannot climb out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SubPath(String);
+
+impl SubPath {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let ok = !s.is_empty()
+            && s.len() <= 1024
+            && printable(s)
+            && !s.starts_with('/')
+            && !s.starts_with('-')
+            && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        if !ok {
+            return Err(FieldError(format!(
+                "must be a relative path below the configured root (no leading '/', no '.' or '..'), got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! string_newtype_conversions {
+    ($($t:ident),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = FieldError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+    )*};
+}
+
+string_newtype_conversions!(ArchiveName, ArchivePath, SubPath);
+
 /// Quotes a client value for an error message without echoing megabytes of it.
 pub(crate) fn shorten(s: &str) -> String {
     let cut: String = s.chars().take(40).collect();
@@ -162,6 +266,26 @@ mod tests {
         assert!(RepositoryLabel::parse(&long).is_err());
         for good in ["nextcloud", "a", "Repo_1.main-2", &"a".repeat(64)] {
             assert!(RepositoryLabel::parse(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn archive_names_paths_and_subpaths() {
+        assert!(ArchiveName::parse("20251124_020000-nextcloud-aio").is_ok());
+        assert!(ArchiveName::parse("host-2026-11-24T10:41:37.465093").is_ok());
+        for bad in ["", "-x", "a/b", "repo::arch", "a\nb"] {
+            assert!(ArchiveName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ArchivePath::parse("/srv/data/x").unwrap().as_str(),
+            "srv/data/x"
+        );
+        for bad in ["../etc", "srv/../../etc", "-rf", "", "/", "a\0b"] {
+            assert!(ArchivePath::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(SubPath::parse("nextcloud/2026-11-24").is_ok());
+        for bad in ["", "/abs", "../x", "a/../../x", "a//b", "./a", "-x", "a\nb"] {
+            assert!(SubPath::parse(bad).is_err(), "{bad:?}");
         }
     }
 

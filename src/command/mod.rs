@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub(crate) use fields::shorten;
-pub use fields::{FieldError, JobId, RepositoryLabel, RequestId};
+pub use fields::{
+    ArchiveName, ArchivePath, FieldError, JobId, RepositoryLabel, RequestId, SubPath,
+};
 pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
 use crate::auth::Role;
@@ -59,22 +61,22 @@ command_names! {
     BackupRun => "backup/run", Write, Job, true;
     BackupVerify => "backup/verify", Write, Job, false;
     ArchiveList => "archive/list", Read, Job, true;
-    ArchiveInfo => "archive/info", Read, Job, false;
-    ArchiveExtract => "archive/extract", Write, Job, false;
-    ArchiveMount => "archive/mount", Write, Job, false;
-    ArchiveUmount => "archive/umount", Write, Job, false;
-    RepoInfo => "repo/info", Read, Job, false;
-    RepoCheck => "repo/check", Write, Job, false;
-    RepoPrune => "repo/prune", Write, Job, false;
-    RepoCompact => "repo/compact", Write, Job, false;
-    RepoBreakLock => "repo/break-lock", Admin, Job, false;
-    RepoLatestStats => "repo/latest-stats", Read, Job, false;
-    RepoLockStatus => "repo/lock-status", Read, Immediate, false;
-    ConfigList => "config/list", Read, Immediate, false;
-    ConfigShow => "config/show", Read, Immediate, false;
-    ConfigValidate => "config/validate", Read, Job, false;
-    ConfigCheckAio => "config/check-aio", Read, Immediate, false;
-    KeyChangePassphrase => "key/change-passphrase", Admin, Job, false;
+    ArchiveInfo => "archive/info", Read, Job, true;
+    ArchiveExtract => "archive/extract", Write, Job, true;
+    ArchiveMount => "archive/mount", Write, Job, true;
+    ArchiveUmount => "archive/umount", Write, Job, true;
+    RepoInfo => "repo/info", Read, Job, true;
+    RepoCheck => "repo/check", Write, Job, true;
+    RepoPrune => "repo/prune", Write, Job, true;
+    RepoCompact => "repo/compact", Write, Job, true;
+    RepoBreakLock => "repo/break-lock", Admin, Job, true;
+    RepoLatestStats => "repo/latest-stats", Read, Job, true;
+    RepoLockStatus => "repo/lock-status", Read, Immediate, true;
+    ConfigList => "config/list", Read, Immediate, true;
+    ConfigShow => "config/show", Read, Immediate, true;
+    ConfigValidate => "config/validate", Read, Job, true;
+    ConfigCheckAio => "config/check-aio", Read, Immediate, true;
+    KeyChangePassphrase => "key/change-passphrase", Admin, Job, true;
     ContainerList => "container/list", Read, Immediate, false;
     ContainerExec => "container/exec", Write, Job, false;
     AioBackup => "aio/backup", Write, Job, false;
@@ -142,6 +144,114 @@ pub struct JobListFilter {
     pub limit: Option<u32>,
 }
 
+/// `archive/info`: borgmatic `info --json` of one archive (default the latest).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveInfo {
+    pub repository: RepositoryLabel,
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+}
+
+/// `archive/extract`: into `<restore_root>/<destination>`, optionally only `paths`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveExtract {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    #[serde(default)]
+    pub paths: Vec<ArchivePath>,
+    pub destination: SubPath,
+}
+
+/// `archive/mount` and `archive/umount`: at `<mount_root>/<mount_point>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveMount {
+    pub repository: RepositoryLabel,
+    /// The whole repository when absent (mount only).
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+    pub mount_point: SubPath,
+}
+
+/// Commands on one repository with no other field.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoOnly {
+    pub repository: RepositoryLabel,
+}
+
+/// `repo/check`; `repair` needs the admin role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoCheck {
+    pub repository: RepositoryLabel,
+    #[serde(default)]
+    pub repair: bool,
+}
+
+/// `repo/prune` and `repo/compact`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoDryRun {
+    pub repository: RepositoryLabel,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Commands on one repository or, when absent, all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptionalRepo {
+    #[serde(default)]
+    pub repository: Option<RepositoryLabel>,
+}
+
+/// Commands without fields.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// `key/change-passphrase` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChangePassphrase {
+    pub repository: RepositoryLabel,
+    pub new_passphrase: NewPassphrase,
+}
+
+/// A new borg passphrase: 8 to 1024 characters, no control characters.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct NewPassphrase(crate::config::Secret);
+
+impl NewPassphrase {
+    pub fn secret(&self) -> &crate::config::Secret {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for NewPassphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewPassphrase([redacted])")
+    }
+}
+
+impl TryFrom<String> for NewPassphrase {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, FieldError> {
+        let n = s.chars().count();
+        if !(8..=1024).contains(&n) || s.chars().any(|c| c.is_control()) {
+            // Never echo the value.
+            return Err(FieldError(
+                "new_passphrase must be 8 to 1024 characters without control characters".into(),
+            ));
+        }
+        Ok(Self(crate::config::Secret::new(s)))
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -151,6 +261,22 @@ fn yes() -> bool {
 pub enum Command {
     BackupRun(BackupRun),
     ArchiveList(ArchiveList),
+    ArchiveInfo(ArchiveInfo),
+    ArchiveExtract(ArchiveExtract),
+    ArchiveMount(ArchiveMount),
+    ArchiveUmount(ArchiveMount),
+    RepoInfo(RepoOnly),
+    RepoCheck(RepoCheck),
+    RepoPrune(RepoDryRun),
+    RepoCompact(RepoDryRun),
+    RepoBreakLock(RepoOnly),
+    RepoLatestStats(RepoOnly),
+    RepoLockStatus(OptionalRepo),
+    ConfigList(NoFields),
+    ConfigShow(RepoOnly),
+    ConfigValidate(OptionalRepo),
+    ConfigCheckAio(OptionalRepo),
+    KeyChangePassphrase(KeyChangePassphrase),
     JobGet(JobRef),
     JobList(JobListFilter),
     JobCancel(JobRef),
@@ -164,6 +290,22 @@ impl Command {
         Ok(match name {
             CommandName::BackupRun => Command::BackupRun(from(v)?),
             CommandName::ArchiveList => Command::ArchiveList(from(v)?),
+            CommandName::ArchiveInfo => Command::ArchiveInfo(from(v)?),
+            CommandName::ArchiveExtract => Command::ArchiveExtract(from(v)?),
+            CommandName::ArchiveMount => Command::ArchiveMount(from(v)?),
+            CommandName::ArchiveUmount => Command::ArchiveUmount(from(v)?),
+            CommandName::RepoInfo => Command::RepoInfo(from(v)?),
+            CommandName::RepoCheck => Command::RepoCheck(from(v)?),
+            CommandName::RepoPrune => Command::RepoPrune(from(v)?),
+            CommandName::RepoCompact => Command::RepoCompact(from(v)?),
+            CommandName::RepoBreakLock => Command::RepoBreakLock(from(v)?),
+            CommandName::RepoLatestStats => Command::RepoLatestStats(from(v)?),
+            CommandName::RepoLockStatus => Command::RepoLockStatus(from(v)?),
+            CommandName::ConfigList => Command::ConfigList(from(v)?),
+            CommandName::ConfigShow => Command::ConfigShow(from(v)?),
+            CommandName::ConfigValidate => Command::ConfigValidate(from(v)?),
+            CommandName::ConfigCheckAio => Command::ConfigCheckAio(from(v)?),
+            CommandName::KeyChangePassphrase => Command::KeyChangePassphrase(from(v)?),
             CommandName::JobGet => Command::JobGet(from(v)?),
             CommandName::JobList => Command::JobList(from(v)?),
             CommandName::JobCancel => Command::JobCancel(from(v)?),
@@ -180,18 +322,59 @@ impl Command {
         match self {
             Command::BackupRun(_) => CommandName::BackupRun,
             Command::ArchiveList(_) => CommandName::ArchiveList,
+            Command::ArchiveInfo(_) => CommandName::ArchiveInfo,
+            Command::ArchiveExtract(_) => CommandName::ArchiveExtract,
+            Command::ArchiveMount(_) => CommandName::ArchiveMount,
+            Command::ArchiveUmount(_) => CommandName::ArchiveUmount,
+            Command::RepoInfo(_) => CommandName::RepoInfo,
+            Command::RepoCheck(_) => CommandName::RepoCheck,
+            Command::RepoPrune(_) => CommandName::RepoPrune,
+            Command::RepoCompact(_) => CommandName::RepoCompact,
+            Command::RepoBreakLock(_) => CommandName::RepoBreakLock,
+            Command::RepoLatestStats(_) => CommandName::RepoLatestStats,
+            Command::RepoLockStatus(_) => CommandName::RepoLockStatus,
+            Command::ConfigList(_) => CommandName::ConfigList,
+            Command::ConfigShow(_) => CommandName::ConfigShow,
+            Command::ConfigValidate(_) => CommandName::ConfigValidate,
+            Command::ConfigCheckAio(_) => CommandName::ConfigCheckAio,
+            Command::KeyChangePassphrase(_) => CommandName::KeyChangePassphrase,
             Command::JobGet(_) => CommandName::JobGet,
             Command::JobList(_) => CommandName::JobList,
             Command::JobCancel(_) => CommandName::JobCancel,
         }
     }
 
-    /// The repository this command works on, if it works on one.
+    /// The role this request needs: the command's, raised by fields that need more
+    /// (`repo/check` with `repair`).
+    pub fn role(&self) -> Role {
+        match self {
+            Command::RepoCheck(c) if c.repair => Role::Admin,
+            other => other.name().role(),
+        }
+    }
+
+    /// The repository a job of this command holds exclusively, if any.
     pub fn repository(&self) -> Option<&RepositoryLabel> {
         match self {
             Command::BackupRun(c) => Some(&c.repository),
             Command::ArchiveList(c) => Some(&c.repository),
-            _ => None,
+            Command::ArchiveInfo(c) => Some(&c.repository),
+            Command::ArchiveExtract(c) => Some(&c.repository),
+            Command::ArchiveMount(c) | Command::ArchiveUmount(c) => Some(&c.repository),
+            Command::RepoInfo(c) | Command::RepoBreakLock(c) | Command::RepoLatestStats(c) => {
+                Some(&c.repository)
+            }
+            Command::RepoCheck(c) => Some(&c.repository),
+            Command::RepoPrune(c) | Command::RepoCompact(c) => Some(&c.repository),
+            Command::KeyChangePassphrase(c) => Some(&c.repository),
+            Command::ConfigShow(_)
+            | Command::RepoLockStatus(_)
+            | Command::ConfigList(_)
+            | Command::ConfigValidate(_)
+            | Command::ConfigCheckAio(_)
+            | Command::JobGet(_)
+            | Command::JobList(_)
+            | Command::JobCancel(_) => None,
         }
     }
 }
@@ -205,6 +388,9 @@ fn from<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
 pub struct Envelope {
     pub request_id: Option<RequestId>,
     pub token: Option<String>,
+    /// Per-request secrets, honoured only with `auth.allow_request_secrets`.
+    pub borg_passphrase: Option<crate::config::Secret>,
+    pub ssh_passphrase: Option<crate::config::Secret>,
     pub fields: Map<String, Value>,
 }
 
@@ -239,9 +425,22 @@ impl Envelope {
                 return Err((request_id, ApiError::invalid("token must be a string")));
             }
         };
+        let mut secret = |name: &str| match fields.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && !s.chars().any(|c| c.is_control()) => {
+                Ok(Some(crate::config::Secret::new(s)))
+            }
+            Some(_) => Err(ApiError::invalid(format!(
+                "{name} must be a non-empty string without control characters"
+            ))),
+        };
+        let borg_passphrase = secret("borg_passphrase").map_err(|e| (request_id.clone(), e))?;
+        let ssh_passphrase = secret("ssh_passphrase").map_err(|e| (request_id.clone(), e))?;
         Ok(Envelope {
             request_id,
             token,
+            borg_passphrase,
+            ssh_passphrase,
             fields,
         })
     }
@@ -297,10 +496,54 @@ mod tests {
             ("archive/list", json!({"repository": "nc", "last": -1})),
             ("job/get", json!({"job_id": "x"})),
             ("job/list", json!({"state": "bogus"})),
+            (
+                "archive/extract",
+                json!({"repository": "nc", "archive": "a", "destination": "../x"}),
+            ),
+            (
+                "archive/extract",
+                json!({"repository": "nc", "archive": "a", "destination": "/etc"}),
+            ),
+            (
+                "archive/extract",
+                json!({"repository": "nc", "archive": "a", "destination": "x", "paths": ["../../etc"]}),
+            ),
+            (
+                "archive/extract",
+                json!({"repository": "nc", "archive": "--help", "destination": "x"}),
+            ),
+            (
+                "archive/mount",
+                json!({"repository": "nc", "mount_point": "a/../../b"}),
+            ),
+            ("repo/check", json!({"repository": "nc", "repair": "yes"})),
+            (
+                "key/change-passphrase",
+                json!({"repository": "nc", "new_passphrase": "short"}),
+            ),
+            ("config/list", json!({"x": 1})),
         ] {
             let err = parse(name, body.clone()).unwrap_err();
             assert_eq!(err.code, ErrorCode::Invalid, "{name} {body}");
         }
+    }
+
+    #[test]
+    fn repair_needs_admin() {
+        let c = parse("repo/check", json!({"repository": "nc", "repair": true})).unwrap();
+        assert_eq!(c.role(), Role::Admin);
+        let c = parse("repo/check", json!({"repository": "nc"})).unwrap();
+        assert_eq!(c.role(), Role::Write);
+    }
+
+    #[test]
+    fn a_refused_passphrase_is_not_echoed() {
+        let err = parse(
+            "key/change-passphrase",
+            json!({"repository": "nc", "new_passphrase": "abc\u{1}def-secret"}),
+        )
+        .unwrap_err();
+        assert!(!err.message.contains("def-secret"), "{}", err.message);
     }
 
     #[test]

@@ -7,13 +7,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::borgmatic_log;
 use super::process::{self, ProcessSpec};
-use crate::command::{ArchiveList, BackupRun, RepositoryLabel};
+use crate::command::{ArchiveName, ArchivePath, RepositoryLabel};
 use crate::config::{Secret, Settings};
 use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
 
@@ -106,6 +106,57 @@ pub struct Repository {
     pub config: PathBuf,
 }
 
+/// The secrets one job may use: the configured ones, or a request's own.
+#[derive(Debug, Clone, Default)]
+pub struct JobSecrets {
+    pub borg: Option<Secret>,
+    pub ssh: Option<Secret>,
+}
+
+/// One borgmatic operation, with its arguments already validated and resolved.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Create {
+        dry_run: bool,
+        stats: bool,
+        progress: bool,
+    },
+    RepoList {
+        last: Option<u32>,
+    },
+    Info {
+        archive: ArchiveName,
+    },
+    LatestStats,
+    RepoInfo,
+    Extract {
+        archive: ArchiveName,
+        paths: Vec<ArchivePath>,
+        destination: PathBuf,
+    },
+    Mount {
+        archive: Option<ArchiveName>,
+        mount_point: PathBuf,
+    },
+    Umount {
+        mount_point: PathBuf,
+    },
+    Check {
+        repair: bool,
+    },
+    Prune {
+        dry_run: bool,
+    },
+    Compact {
+        dry_run: bool,
+    },
+    BreakLock,
+    ChangePassphrase {
+        new: Secret,
+    },
+    ValidateConfig,
+}
+
 /// Builds borgmatic tasks for the configured binary and config directory.
 #[derive(Clone)]
 pub struct Borgmatic {
@@ -114,17 +165,18 @@ pub struct Borgmatic {
     kill_grace: Duration,
     /// Parent of each job's private runtime directory.
     runtime_root: PathBuf,
-    settings: std::sync::Arc<Settings>,
+    /// borgmatic 2.1+ writes `--log-json`, which carries structured progress.
+    log_json: bool,
 }
 
 impl Borgmatic {
-    pub fn new(settings: std::sync::Arc<Settings>) -> Self {
+    pub fn new(settings: &Settings, version: Version) -> Self {
         Self {
             binary: settings.borgmatic.binary.clone(),
             config_dir: settings.borgmatic.config_dir.clone(),
             kill_grace: Duration::from_secs(settings.jobs.kill_grace_secs),
             runtime_root: settings.state_dir.join("run"),
-            settings,
+            log_json: version >= Version(2, 1, 0),
         }
     }
 
@@ -159,67 +211,218 @@ impl Borgmatic {
         out
     }
 
-    fn task(&self, spec: ProcessSpec, output: Output) -> BorgmaticTask {
-        BorgmaticTask {
-            spec,
-            output,
-            runtime_root: self.runtime_root.clone(),
-        }
+    /// The task that runs `action` on one repository's configuration.
+    pub fn task(&self, repo: &Repository, secrets: &JobSecrets, action: Action) -> BorgmaticTask {
+        self.task_for(repo.config.clone(), secrets, action)
     }
 
-    fn spec(&self, repo: &Repository, action: &[&str], capture: bool) -> ProcessSpec {
-        let mut args: Vec<OsString> = vec!["--config".into(), repo.config.clone().into()];
-        args.extend(action.iter().map(OsString::from));
-        let mut env: Vec<(String, Secret)> = Vec::new();
-        if let Some(p) = self.settings.passphrase_for(repo.label.as_str()) {
-            env.push(("BORG_PASSPHRASE".into(), p.clone()));
-        }
-        ProcessSpec {
-            program: self.binary.clone(),
-            args,
-            env,
-            capture_stdout: capture,
-            kill_grace: self.kill_grace,
-        }
-    }
-
-    /// `backup/run`: `create --json`, with the requested extras.
-    pub fn backup(&self, repo: &Repository, cmd: &BackupRun) -> BorgmaticTask {
-        let mut action = vec![];
-        if cmd.dry_run {
-            action.push("--dry-run");
-        }
-        action.extend(["create", "--json"]);
-        if cmd.stats {
-            action.push("--stats");
-        }
-        if cmd.progress {
-            action.push("--progress");
-        }
-        self.task(
-            self.spec(repo, &action, true),
-            Output::Create {
-                dry_run: cmd.dry_run,
-            },
+    /// `config validate` of every configuration in the config directory.
+    pub fn validate_all(&self) -> BorgmaticTask {
+        self.task_for(
+            self.config_dir.clone(),
+            &JobSecrets::default(),
+            Action::ValidateConfig,
         )
     }
 
-    /// `archive/list`: `repo-list --json`, at verbosity 0 so stdout is only JSON.
-    pub fn archive_list(&self, repo: &Repository, cmd: &ArchiveList) -> BorgmaticTask {
-        let last = cmd.last.map(|n| n.to_string());
-        let mut action = vec!["repo-list", "--json"];
-        if let Some(n) = &last {
-            action.extend(["--last", n.as_str()]);
+    fn task_for(&self, config: PathBuf, secrets: &JobSecrets, action: Action) -> BorgmaticTask {
+        let mut global: Vec<OsString> = vec!["--config".into(), config.into()];
+        let mut env: Vec<(String, Secret)> = Vec::new();
+        if let Some(p) = &secrets.borg {
+            env.push(("BORG_PASSPHRASE".into(), p.clone()));
         }
-        self.task(self.spec(repo, &action, true), Output::RepoList)
+        if let Some(p) = &secrets.ssh {
+            env.extend(askpass_env(p));
+        }
+        let (args, output): (Vec<OsString>, Output) = match action {
+            Action::Create {
+                dry_run,
+                stats,
+                progress,
+            } => {
+                if dry_run {
+                    global.push("--dry-run".into());
+                }
+                let mut a = args(&["create", "--json"]);
+                if stats {
+                    a.push("--stats".into());
+                }
+                if progress {
+                    a.push("--progress".into());
+                }
+                (a, Output::Create { dry_run })
+            }
+            Action::RepoList { last } => {
+                let mut a = args(&["repo-list", "--json"]);
+                if let Some(n) = last {
+                    a.push(format!("--last={n}").into());
+                }
+                (a, Output::RepoList)
+            }
+            Action::Info { archive } => (
+                vec![
+                    "info".into(),
+                    "--json".into(),
+                    eq("--archive", archive.as_str()),
+                ],
+                Output::Json,
+            ),
+            Action::LatestStats => (
+                args(&["info", "--json", "--archive=latest"]),
+                Output::LatestStats,
+            ),
+            Action::RepoInfo => (args(&["repo-info", "--json"]), Output::Json),
+            Action::Extract {
+                archive,
+                paths,
+                destination,
+            } => {
+                let mut a = vec!["extract".into(), eq("--archive", archive.as_str())];
+                a.push(eq_path("--destination", &destination));
+                for p in &paths {
+                    a.push(eq("--path", p.as_str()));
+                }
+                let data = json!({
+                    "archive": archive.as_str(),
+                    "destination": destination,
+                    "paths": paths.iter().map(ArchivePath::as_str).collect::<Vec<_>>(),
+                });
+                (a, Output::Static(data))
+            }
+            Action::Mount {
+                archive,
+                mount_point,
+            } => {
+                let mut a: Vec<OsString> = vec!["mount".into()];
+                if let Some(archive) = &archive {
+                    a.push(eq("--archive", archive.as_str()));
+                }
+                a.push(eq_path("--mount-point", &mount_point));
+                let data = json!({
+                    "archive": archive.as_ref().map(ArchiveName::as_str),
+                    "mount_point": mount_point,
+                });
+                (a, Output::Static(data))
+            }
+            Action::Umount { mount_point } => {
+                let data = json!({ "mount_point": mount_point });
+                (
+                    vec!["umount".into(), eq_path("--mount-point", &mount_point)],
+                    Output::Static(data),
+                )
+            }
+            Action::Check { repair } => {
+                let mut a = args(&["check", "--force"]);
+                if repair {
+                    a.push("--repair".into());
+                    // borg asks for confirmation of a repair; the admin role is ours.
+                    env.push((
+                        "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING".into(),
+                        Secret::new("YES"),
+                    ));
+                }
+                (a, Output::Static(json!({ "repair": repair })))
+            }
+            Action::Prune { dry_run } => {
+                if dry_run {
+                    global.push("--dry-run".into());
+                }
+                (
+                    args(&["prune", "--list"]),
+                    Output::Static(json!({ "dry_run": dry_run })),
+                )
+            }
+            Action::Compact { dry_run } => {
+                if dry_run {
+                    global.push("--dry-run".into());
+                }
+                (
+                    args(&["compact"]),
+                    Output::Static(json!({ "dry_run": dry_run })),
+                )
+            }
+            Action::BreakLock => (args(&["break-lock"]), Output::Static(json!({}))),
+            Action::ChangePassphrase { new } => {
+                env.push(("BORG_NEW_PASSPHRASE".into(), new));
+                (
+                    args(&["key", "change-passphrase"]),
+                    Output::Static(json!({
+                        "next_step": "update the passphrase the worker uses for this repository (repositories.<label>.passphrase or encryption_passphrase), or the next job fails"
+                    })),
+                )
+            }
+            Action::ValidateConfig => (args(&["config", "validate"]), Output::Static(json!({}))),
+        };
+        if self.log_json {
+            global.push("--log-json".into());
+        }
+        global.extend(args);
+        BorgmaticTask {
+            spec: ProcessSpec {
+                program: self.binary.clone(),
+                args: global,
+                env,
+                capture_stdout: output.captures_stdout(),
+                kill_grace: self.kill_grace,
+            },
+            output,
+            runtime_root: self.runtime_root.clone(),
+            log_json: self.log_json,
+        }
     }
 }
 
+fn args(a: &[&str]) -> Vec<OsString> {
+    a.iter().map(OsString::from).collect()
+}
+
+/// `--flag=value`: a value can never be taken for an option.
+fn eq(flag: &str, value: &str) -> OsString {
+    format!("{flag}={value}").into()
+}
+
+fn eq_path(flag: &str, value: &Path) -> OsString {
+    let mut s = OsString::from(format!("{flag}="));
+    s.push(value.as_os_str());
+    s
+}
+
+/// Environment that makes ssh ask this binary (in askpass mode) for a key
+/// passphrase; the secret travels in the environment, never in argv.
+fn askpass_env(passphrase: &Secret) -> Vec<(String, Secret)> {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "borgmatic-mqtt".into());
+    vec![
+        ("SSH_ASKPASS".into(), Secret::new(exe)),
+        ("SSH_ASKPASS_REQUIRE".into(), Secret::new("force")),
+        ("DISPLAY".into(), Secret::new("borgmatic-mqtt:0")),
+        (crate::askpass::SECRET_ENV.into(), passphrase.clone()),
+    ]
+}
+
 /// How to read a borgmatic run's stdout.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Output {
-    Create { dry_run: bool },
+    Create {
+        dry_run: bool,
+    },
     RepoList,
+    /// The first JSON value, per repository.
+    Json,
+    /// The newest archive of `info --json`.
+    LatestStats,
+    /// No parsed output; this summary is the result data.
+    Static(Value),
+}
+
+impl Output {
+    fn captures_stdout(&self) -> bool {
+        matches!(
+            self,
+            Output::Create { .. } | Output::RepoList | Output::Json | Output::LatestStats
+        )
+    }
 }
 
 /// One borgmatic invocation as a job task.
@@ -227,6 +430,7 @@ pub struct BorgmaticTask {
     spec: ProcessSpec,
     output: Output,
     runtime_root: PathBuf,
+    log_json: bool,
 }
 
 impl BorgmaticTask {
@@ -234,6 +438,19 @@ impl BorgmaticTask {
     pub fn args(&self) -> &[OsString] {
         &self.spec.args
     }
+}
+
+/// Shortest gap between two published progress updates.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// What the line handler learns while the process runs.
+#[derive(Default)]
+struct Observed {
+    warned: bool,
+    first_error: Option<String>,
+    lock_held: bool,
+    progress: serde_json::Map<String, Value>,
+    last_progress: Option<std::time::Instant>,
 }
 
 impl Task for BorgmaticTask {
@@ -251,36 +468,73 @@ impl Task for BorgmaticTask {
                     .push(("XDG_RUNTIME_DIR".into(), Secret::new(path.clone())));
                 spec.env.push(("TMPDIR".into(), Secret::new(path)));
             }
-            let warned = AtomicBool::new(false);
-            let last_error = std::sync::Mutex::new(None::<String>);
-            let on_line = |stream: Stream, line: &str| {
-                if is_warning(line) {
-                    warned.store(true, Ordering::Relaxed);
-                }
-                if stream == Stream::Stderr && is_error_summary(line) {
-                    if let Ok(mut e) = last_error.lock() {
-                        e.get_or_insert_with(|| line.to_string());
+            let observed = std::sync::Mutex::new(Observed::default());
+            let log_json = self.log_json;
+            let on_line = |stream: Stream, raw: &str| {
+                let rendered = if log_json {
+                    borgmatic_log::render(raw)
+                } else {
+                    borgmatic_log::Rendered {
+                        text: Some(raw.to_string()),
+                        warning: is_warning(raw),
+                        progress: None,
+                    }
+                };
+                let mut publish = None;
+                if let Ok(mut o) = observed.lock() {
+                    o.warned |= rendered.warning;
+                    if let Some(text) = &rendered.text {
+                        if text.contains("Failed to create/acquire the lock") {
+                            o.lock_held = true;
+                        }
+                        if stream == Stream::Stderr
+                            && o.first_error.is_none()
+                            && is_error_summary(text)
+                            && looks_like_error(text)
+                        {
+                            o.first_error = Some(text.clone());
+                        }
+                    }
+                    if let Some(p) = rendered.progress {
+                        o.progress.extend(p);
+                        let due = o
+                            .last_progress
+                            .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+                        if due {
+                            o.last_progress = Some(std::time::Instant::now());
+                            publish = Some(Value::Object(o.progress.clone()));
+                        }
                     }
                 }
-                ctx.line(stream, line);
+                if let Some(text) = rendered.text {
+                    ctx.line(stream, &text);
+                }
+                if let Some(p) = publish {
+                    ctx.progress(p);
+                }
             };
             let out = match process::run(&spec, &ctx.cancel, &on_line).await {
                 Ok(out) => out,
                 Err(e) => return TaskOutcome::failed(e.to_string()),
             };
-            let data = parse_output(self.output, &out.stdout);
+            drop(runtime);
+            let observed = observed.into_inner().unwrap_or_default();
+            let data = parse_output(&self.output, &out.stdout);
             let (state, error) = if out.exit_code == 0 {
-                let state = if warned.load(Ordering::Relaxed) {
+                let state = if observed.warned {
                     JobState::Warning
                 } else {
                     JobState::Succeeded
                 };
                 (state, None)
+            } else if observed.lock_held {
+                (
+                    JobState::Failed,
+                    Some("the repository is locked by another borg process; repo/lock-status names the holder, repo/break-lock (admin) removes a stale lock".to_string()),
+                )
             } else {
-                let detail = last_error
-                    .lock()
-                    .ok()
-                    .and_then(|e| e.clone())
+                let detail = observed
+                    .first_error
                     .map(|l| format!(": {l}"))
                     .unwrap_or_default();
                 (
@@ -346,10 +600,33 @@ fn first_json(stdout: &[u8]) -> Option<Value> {
         .ok()
 }
 
-fn parse_output(output: Output, stdout: &[u8]) -> Option<Value> {
+/// Borgmatic's generic frame lines are not the error; neither are progress lines.
+fn looks_like_error(text: &str) -> bool {
+    !(text.starts_with("Initializing cache")
+        || text.starts_with("Saving ")
+        || text.ends_with(" N "))
+}
+
+fn parse_output(output: &Output, stdout: &[u8]) -> Option<Value> {
     let json = first_json(stdout);
     match output {
-        Output::Create { dry_run } => {
+        Output::Static(v) => Some(v.clone()),
+        Output::Json => {
+            let runs = json?.as_array().cloned().unwrap_or_default();
+            match runs.len() {
+                1 => runs.into_iter().next(),
+                _ => Some(json!({ "repositories": runs })),
+            }
+        }
+        Output::LatestStats => {
+            let first = json?.as_array()?.first()?.clone();
+            Some(json!({
+                "archive": first.pointer("/archives/0").cloned().unwrap_or(Value::Null),
+                "repository": first.get("repository").cloned().unwrap_or(Value::Null),
+                "cache": first.get("cache").cloned().unwrap_or(Value::Null),
+            }))
+        }
+        &Output::Create { dry_run } => {
             let runs = json.and_then(|v| v.as_array().cloned()).unwrap_or_default();
             let repositories: Vec<Value> = runs
                 .iter()
@@ -431,11 +708,11 @@ mod tests {
     #[test]
     fn json_with_trailing_text() {
         let out = b"[{\"archives\": [{\"name\": \"a1\", \"id\": \"x\", \"time\": \"t\"}], \"repository\": {\"location\": \"/r\"}}]\nsummary: done\n";
-        let v = parse_output(Output::RepoList, out).unwrap();
+        let v = parse_output(&Output::RepoList, out).unwrap();
         assert_eq!(v["archives"][0]["name"], "a1");
         assert_eq!(v["archives"][0]["repository"], "/r");
-        assert!(parse_output(Output::RepoList, b"garbage").is_none());
-        let dry = parse_output(Output::Create { dry_run: true }, b"").unwrap();
+        assert!(parse_output(&Output::RepoList, b"garbage").is_none());
+        let dry = parse_output(&Output::Create { dry_run: true }, b"").unwrap();
         assert_eq!(dry["dry_run"], true);
         assert!(dry["archive"].is_null());
     }

@@ -2,4 +2,6 @@
 //! know nothing about transports.
 
 pub mod borgmatic;
+pub mod borgmatic_log;
 pub mod process;
+pub mod roots;

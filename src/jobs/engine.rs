@@ -30,6 +30,8 @@ pub struct JobSpec {
     pub request_id: Option<RequestId>,
     pub timeout: Duration,
     pub task: Box<dyn Task>,
+    /// Secrets of this job alone (from the request) to scrub from its output.
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum CancelError {
 
 struct Job {
     record: Mutex<JobRecord>,
+    /// The engine's redactor, plus this job's own secrets.
+    redactor: Redactor,
     /// `None` once the job ended and its lines live in the store.
     log: Mutex<Option<LogBuffer>>,
     cancel: CancellationToken,
@@ -94,6 +98,7 @@ impl JobEngine {
             jobs.insert(
                 record.job_id,
                 Arc::new(Job {
+                    redactor: redactor.clone(),
                     record: Mutex::new(record),
                     log: Mutex::new(None),
                     cancel: CancellationToken::new(),
@@ -156,7 +161,13 @@ impl JobEngine {
                 active.insert(repo.to_string(), job_id);
             }
         }
+        let redactor = if spec.secrets.is_empty() {
+            self.shared.redactor.clone()
+        } else {
+            self.shared.redactor.with(spec.secrets)
+        };
         let job = Arc::new(Job {
+            redactor,
             record: Mutex::new(record.clone()),
             log: Mutex::new(Some(LogBuffer::new(self.shared.settings.log_lines_kept))),
             cancel: CancellationToken::new(),
@@ -333,7 +344,7 @@ pub struct TaskContext {
 impl TaskContext {
     /// Appends one output line to the job's log and publishes it.
     pub fn line(&self, stream: Stream, text: &str) {
-        let text = self.shared.redactor.redact(text).into_owned();
+        let text = self.job.redactor.redact(text).into_owned();
         let line = {
             let mut log = lock(&self.job.log);
             let Some(buf) = log.as_mut() else { return };
@@ -359,7 +370,7 @@ impl TaskContext {
 
     /// The secret scrubber, for tasks that build messages from output.
     pub fn redactor(&self) -> &Redactor {
-        &self.shared.redactor
+        &self.job.redactor
     }
 }
 
@@ -438,9 +449,7 @@ fn finish(shared: &Shared, job: &Job, outcome: Option<TaskOutcome>, timeout: Dur
             }
             None => {
                 r.state = outcome.state;
-                r.error = outcome
-                    .error
-                    .map(|e| shared.redactor.redact(&e).into_owned());
+                r.error = outcome.error.map(|e| job.redactor.redact(&e).into_owned());
             }
         }
         *lock(&job.data) = outcome.data.clone();
@@ -512,6 +521,7 @@ mod tests {
             request_id: None,
             timeout,
             task: Box::new(task),
+            secrets: vec![],
         }
     }
 
