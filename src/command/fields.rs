@@ -193,15 +193,19 @@ pub struct SubPath(String);
 
 impl SubPath {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
+        // No shell ever sees it, but no restore needs shell syntax in a path either:
+        // refusing it makes a confused or hostile request obvious.
+        let no_shell_syntax = !s.chars().any(|c| ";&|$`<>(){}[]*?!#'\"\\".contains(c));
         let ok = !s.is_empty()
             && s.len() <= 1024
             && printable(s)
+            && no_shell_syntax
             && !s.starts_with('/')
             && !s.starts_with('-')
             && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
         if !ok {
             return Err(FieldError(format!(
-                "must be a relative path below the configured root (no leading '/', no '.' or '..'), got {}",
+                "must be a relative path below the configured root (no leading '/', no '.' or '..', no shell syntax), got {}",
                 shorten(s)
             )));
         }
@@ -284,7 +288,21 @@ mod tests {
             assert!(ArchivePath::parse(bad).is_err(), "{bad:?}");
         }
         assert!(SubPath::parse("nextcloud/2026-11-24").is_ok());
-        for bad in ["", "/abs", "../x", "a/../../x", "a//b", "./a", "-x", "a\nb"] {
+        assert!(SubPath::parse("Nextcloud Daten/Ärger-2026").is_ok());
+        for bad in [
+            "",
+            "/abs",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "-x",
+            "a\nb",
+            "x; id",
+            "$(id)",
+            "`id`",
+            "a|b",
+        ] {
             assert!(SubPath::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -289,11 +289,19 @@ impl Repos {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("borgmatic.d")).unwrap();
         std::fs::create_dir_all(dir.path().join("borg-base")).unwrap();
+        std::fs::create_dir_all(dir.path().join("restore")).unwrap();
+        std::fs::create_dir_all(dir.path().join("mnt")).unwrap();
         Repos { dir }
     }
 
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("borgmatic.d")
+    }
+    pub fn restore_root(&self) -> PathBuf {
+        self.dir.path().join("restore")
+    }
+    pub fn mount_root(&self) -> PathBuf {
+        self.dir.path().join("mnt")
     }
     pub fn repo_path(&self, label: &str) -> PathBuf {
         self.dir.path().join(format!("repo-{label}"))
@@ -329,9 +337,14 @@ impl Repos {
             &cfg,
             format!(
                 "source_directories:\n  - {}\nrepositories:\n  - path: {}\n    label: {label}\n\
-                 keep_daily: 7\n{extra}",
+                 {}{extra}",
                 src.display(),
-                self.repo_path(label).display()
+                self.repo_path(label).display(),
+                if extra.contains("keep_") {
+                    ""
+                } else {
+                    "keep_daily: 7\n"
+                }
             ),
         )
         .unwrap();
@@ -354,10 +367,14 @@ impl Repos {
     }
 
     pub fn borg(&self, args: &[&str]) -> std::process::Output {
+        self.borg_with(PASSPHRASE, args)
+    }
+
+    pub fn borg_with(&self, passphrase: &str, args: &[&str]) -> std::process::Output {
         Command::new("borg")
             .args(args)
             .envs(self.borg_env())
-            .env("BORG_PASSPHRASE", PASSPHRASE)
+            .env("BORG_PASSPHRASE", passphrase)
             .output()
             .unwrap()
     }
@@ -414,6 +431,14 @@ impl Worker {
                 borgmatic_bin().display().to_string(),
             ),
             ("BMQTT_HTTP__LISTEN".into(), "off".into()),
+            (
+                "BMQTT_BORGMATIC__RESTORE_ROOT".into(),
+                repos.restore_root().display().to_string(),
+            ),
+            (
+                "BMQTT_BORGMATIC__MOUNT_ROOT".into(),
+                repos.mount_root().display().to_string(),
+            ),
             ("BMQTT_JOBS__KILL_GRACE_SECS".into(), "10".into()),
             ("BMQTT_LOG__LEVEL".into(), "debug".into()),
         ];
@@ -757,6 +782,9 @@ impl Client {
         out
     }
 }
+
+/// Worker settings that enable the admin role.
+pub const WITH_ADMIN: (&str, &str) = ("BMQTT_AUTH__ADMIN_TOKEN", ADMIN_TOKEN);
 
 /// Asserts that no test secret occurs in `text`.
 pub fn assert_no_secrets(what: &str, text: &str) {
