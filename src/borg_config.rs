@@ -93,7 +93,6 @@ impl BorgmaticConfig {
 
     /// The repositories, in both the list-of-maps and the old list-of-strings form.
     pub fn repositories(&self) -> Vec<RepositoryEntry> {
-        let top_encryption = self.doc.get("encryption").and_then(Value::as_str);
         self.doc
             .get("repositories")
             .and_then(Value::as_array)
@@ -113,7 +112,7 @@ impl BorgmaticConfig {
                 };
                 Some(RepositoryEntry {
                     location: parse_location(&path),
-                    encryption: encryption.or(top_encryption.map(str::to_string)),
+                    encryption,
                     path,
                     label,
                 })

@@ -171,3 +171,51 @@ async fn a_failing_backup_is_failed_with_its_reason() {
     assert!(error.contains("exited with code"), "{error}");
     assert_no_secrets("published payloads", &c.all_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_backup_publishes_progress_objects_while_it_runs() {
+    let broker = Broker::start();
+    let repos = Repos::new();
+    repos.add("big", "");
+    // 200 MB that lz4 cannot shrink: borg needs a few seconds for it.
+    let mut src = std::fs::File::open("/dev/urandom").unwrap();
+    let mut dst = std::fs::File::create(repos.source("big").join("random.bin")).unwrap();
+    std::io::copy(&mut std::io::Read::take(&mut src, 200 << 20), &mut dst).unwrap();
+    drop(dst);
+
+    let worker = Worker::start(&broker, &repos, &[]).await;
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+    let res = c
+        .run_job(
+            &worker.base,
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "big"}),
+        )
+        .await;
+    assert_eq!(res["state"], "succeeded", "{res}");
+    let job_id = res["job_id"].as_str().unwrap();
+    let topic = worker.topic(&format!("jobs/{job_id}/state"));
+    let progress: Vec<serde_json::Value> = c
+        .messages()
+        .remove(&topic)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.json())
+        .filter(|r| r["state"] == "running" && r["progress"].is_object())
+        .map(|r| r["progress"].clone())
+        .collect();
+    assert!(!progress.is_empty(), "no progress object was published");
+    let sizes: Vec<u64> = progress
+        .iter()
+        .filter_map(|p| p["original_size"].as_u64())
+        .collect();
+    assert!(sizes.iter().any(|s| *s > 0), "{progress:?}");
+    assert!(
+        sizes.windows(2).all(|w| w[0] <= w[1]),
+        "progress went backwards: {sizes:?}"
+    );
+    // The final record carries no stale progress.
+    assert!(res["progress"].is_null());
+    assert!(res["data"]["stats"]["original_size"].as_u64().unwrap() >= 200 << 20);
+}

@@ -476,14 +476,13 @@ impl Task for BorgmaticTask {
                 } else {
                     borgmatic_log::Rendered {
                         text: Some(raw.to_string()),
-                        warning: is_warning(raw),
                         progress: None,
                     }
                 };
                 let mut publish = None;
                 if let Ok(mut o) = observed.lock() {
-                    o.warned |= rendered.warning;
                     if let Some(text) = &rendered.text {
+                        o.warned |= is_warning(text);
                         if text.contains("Failed to create/acquire the lock") {
                             o.lock_held = true;
                         }
@@ -567,17 +566,13 @@ fn private_runtime_dir(root: &Path) -> Option<tempfile::TempDir> {
     }
 }
 
-/// borg's own warnings (`warning: …`) and borgmatic's verdict on a warning exit code.
+/// borgmatic's verdict that borg ended with a warning.
 fn is_warning(line: &str) -> bool {
+    // borgmatic's own verdict on borg's exit code. borg's WARNING records alone are
+    // not enough: ssh chatter ("Permanently added … to known hosts") arrives as one
+    // on a perfectly good backup.
     let lower = line.to_ascii_lowercase();
-    // borgmatic prefixes lines with the repository label or config path ("nc: …").
-    let unprefixed = lower
-        .split_once(": ")
-        .filter(|(prefix, _)| !prefix.contains(' '))
-        .map_or("", |(_, rest)| rest);
-    lower.starts_with("warning:")
-        || unprefixed.starts_with("warning:")
-        || (lower.contains("treating exit code") && lower.contains("as a warning"))
+    lower.contains("treating exit code") && lower.contains("as a warning")
 }
 
 /// The first line that names the error, skipping borgmatic's generic frame.
@@ -699,8 +694,12 @@ mod tests {
         assert!(is_warning(
             "local: Treating exit code 1 (warning) as a warning, as per borgmatic defaults"
         ));
-        assert!(is_warning("warning: file changed while we backed it up"));
-        assert!(is_warning("nc: Warning: something"));
+        assert!(is_warning(
+            "Treating exit code 107 (file changed) as a warning, as per configuration"
+        ));
+        assert!(!is_warning(
+            "Remote: Warning: Permanently added '[127.0.0.1]:2222' to known hosts"
+        ));
         assert!(!is_warning("Saving files cache"));
         assert!(!is_warning("no warnings were found: all good"));
     }

@@ -8,17 +8,14 @@ use serde_json::{json, Map, Value};
 pub struct Rendered {
     /// The readable line, if any.
     pub text: Option<String>,
-    /// borg or borgmatic logged it at WARNING.
-    pub warning: bool,
     /// Fields to merge into the job's progress object.
     pub progress: Option<Map<String, Value>>,
 }
 
 impl Rendered {
-    fn text(text: impl Into<String>, warning: bool) -> Self {
+    fn text(text: impl Into<String>) -> Self {
         Self {
             text: Some(text.into()),
-            warning,
             progress: None,
         }
     }
@@ -27,14 +24,13 @@ impl Rendered {
 /// Renders one line; lines that are not JSON records pass through unchanged.
 pub fn render(line: &str) -> Rendered {
     let Ok(Value::Object(outer)) = serde_json::from_str::<Value>(line) else {
-        return Rendered::text(line, false);
+        return Rendered::text(line);
     };
     let message = outer.get("message").and_then(Value::as_str).unwrap_or("");
-    let outer_warning = outer.get("levelname").and_then(Value::as_str) == Some("WARNING");
     // borg's own records arrive as JSON inside borgmatic's `message`.
     let inner = match serde_json::from_str::<Value>(message) {
         Ok(Value::Object(m)) if m.contains_key("type") => m,
-        _ => return Rendered::text(message, outer_warning),
+        _ => return Rendered::text(message),
     };
     let kind = inner.get("type").and_then(Value::as_str).unwrap_or("");
     let finished = inner.get("finished").and_then(Value::as_bool) == Some(true);
@@ -43,7 +39,6 @@ pub fn render(line: &str) -> Rendered {
             if finished {
                 return Rendered {
                     text: None,
-                    warning: false,
                     progress: None,
                 };
             }
@@ -70,7 +65,6 @@ pub fn render(line: &str) -> Rendered {
             );
             Rendered {
                 text: Some(text),
-                warning: false,
                 progress: Some(p),
             }
         }
@@ -92,7 +86,6 @@ pub fn render(line: &str) -> Rendered {
             }
             Rendered {
                 text: if finished { None } else { msg },
-                warning: false,
                 progress: (!p.is_empty()).then_some(p),
             }
         }
@@ -107,24 +100,21 @@ pub fn render(line: &str) -> Rendered {
             }
             Rendered {
                 text: msg,
-                warning: false,
                 progress: (!p.is_empty()).then_some(p),
             }
         }
-        "file_status" => Rendered::text(
-            format!(
-                "{} {}",
-                inner.get("status").and_then(Value::as_str).unwrap_or("?"),
-                inner.get("path").and_then(Value::as_str).unwrap_or("")
-            ),
-            false,
+        "file_status" => Rendered::text(format!(
+            "{} {}",
+            inner.get("status").and_then(Value::as_str).unwrap_or("?"),
+            inner.get("path").and_then(Value::as_str).unwrap_or("")
+        )),
+        // log_message, question_prompt, question_env_answer, …: their message.
+        _ => Rendered::text(
+            inner
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or(message),
         ),
-        "log_message" => {
-            let level = inner.get("levelname").and_then(Value::as_str).unwrap_or("");
-            let msg = inner.get("message").and_then(Value::as_str).unwrap_or("");
-            Rendered::text(msg, level == "WARNING")
-        }
-        _ => Rendered::text(message, outer_warning),
     }
 }
 
@@ -163,10 +153,6 @@ mod tests {
             r.text.as_deref(),
             Some("2.00 MB O 1.50 kB C 0 B D 3 N srv/a")
         );
-        assert!(
-            !r.warning,
-            "borgmatic labels borg's progress ERROR; that is no warning"
-        );
         assert_eq!(r.progress.unwrap()["nfiles"], 3);
         let r = render(&wrap(
             r#"{"message": "Checking segments 50.0%", "current": 5, "total": 10, "type": "progress_percent", "finished": false}"#,
@@ -181,20 +167,25 @@ mod tests {
     }
 
     #[test]
-    fn warnings_come_from_the_right_level() {
+    fn borg_records_render_as_their_message() {
         let r = render(&wrap(
             r#"{"type": "log_message", "levelname": "WARNING", "name": "borg.archiver", "message": "file changed while we backed it up"}"#,
             "ERROR",
         ));
-        assert!(r.warning);
         assert_eq!(
             r.text.as_deref(),
             Some("file changed while we backed it up")
         );
+        let r = render(&wrap(
+            r#"{"type": "question_env_answer", "msgid": "X", "message": "YES (from X)"}"#,
+            "ERROR",
+        ));
+        assert_eq!(r.text.as_deref(), Some("YES (from X)"));
         let r = render(&wrap("Treating exit code 1 as a warning", "WARNING"));
-        assert!(r.warning);
-        let r = render("plain text line");
-        assert_eq!(r.text.as_deref(), Some("plain text line"));
-        assert!(!r.warning);
+        assert_eq!(r.text.as_deref(), Some("Treating exit code 1 as a warning"));
+        assert_eq!(
+            render("plain text line").text.as_deref(),
+            Some("plain text line")
+        );
     }
 }
