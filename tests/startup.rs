@@ -85,6 +85,15 @@ fn every_start_up_refusal_names_the_key_and_the_fix() {
     let same = "s".repeat(30);
     let cases: Vec<(Env, &str, &str)> = vec![
         (
+            with(
+                good.clone(),
+                "BMQTT_REPOSITORIES__NC__SSH_PASSPHRASE",
+                Some(PASSPHRASE),
+            ),
+            "repositories.nc.ssh_passphrase",
+            "equals the repository's borg passphrase",
+        ),
+        (
             with(good.clone(), "BMQTT_AUTH__READ_TOKEN", None),
             "auth.read_token",
             "missing",
