@@ -180,11 +180,41 @@ impl Default for HttpSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerSettings {
     /// Defaults to `DOCKER_HOST`, else the local socket.
     pub host: Option<String>,
+    /// Names of Nextcloud AIO's containers start with it (volumes with it, `-` → `_`).
+    pub aio_prefix: String,
+    /// A TOML exec allow-list (`[[allow]]` tables); the built-in default allows
+    /// exactly `/daily-backup.sh` and `/healthcheck.sh` in the mastercontainer.
+    pub exec_policy_file: Option<PathBuf>,
+    /// How long an AIO backup waits for the borgbackup container to start.
+    pub borgbackup_start_grace_secs: u64,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self {
+            host: None,
+            aio_prefix: "nextcloud-aio-".into(),
+            exec_policy_file: None,
+            borgbackup_start_grace_secs: 120,
+        }
+    }
+}
+
+impl DockerSettings {
+    pub fn mastercontainer(&self) -> String {
+        format!("{}mastercontainer", self.aio_prefix)
+    }
+    pub fn borgbackup_container(&self) -> String {
+        format!("{}borgbackup", self.aio_prefix)
+    }
+    pub fn volume_prefix(&self) -> String {
+        self.aio_prefix.replace('-', "_")
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +309,9 @@ pub struct RepositorySettings {
     /// the askpass helper.
     pub ssh_passphrase: Option<Secret>,
     pub ssh_passphrase_file: Option<PathBuf>,
+    /// The repository Nextcloud AIO backs up into: `backup/run` and `aio/backup`
+    /// never run at the same time on it.
+    pub aio: bool,
 }
 
 /// One thing wrong with the configuration: the key, what is wrong, how to fix it.
@@ -452,6 +485,11 @@ impl Settings {
         if let Err(reason) = crate::command::validate_topic_base(&self.base_topic()) {
             problems.push(problem("mqtt.base_topic", reason));
         }
+        if let Some(f) = &self.docker.exec_policy_file {
+            if let Err(e) = crate::exec::policy::ExecPolicy::load(f) {
+                problems.push(problem("docker.exec_policy_file", e));
+            }
+        }
         if self.jobs.max_concurrent == 0 {
             problems.push(problem("jobs.max_concurrent", "must be at least 1"));
         }
@@ -543,6 +581,15 @@ impl Settings {
         self.repositories
             .get(label)
             .and_then(|r| r.ssh_passphrase.as_ref())
+    }
+
+    /// Labels of the repositories marked `aio = true`.
+    pub fn aio_repositories(&self) -> Vec<String> {
+        self.repositories
+            .iter()
+            .filter(|(_, r)| r.aio)
+            .map(|(l, _)| l.clone())
+            .collect()
     }
 
     /// Every configured secret value, so that output can be scrubbed of them.

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod borg_config;
 pub mod command;
 pub mod config;
+pub mod docker;
 pub mod exec;
 pub mod jobs;
 pub mod locks;

@@ -216,6 +216,62 @@ impl SubPath {
     }
 }
 
+/// A container name as Docker allows it: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ContainerName(String);
+
+impl ContainerName {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(FieldError(format!(
+                "container must be a container name ([A-Za-z0-9][A-Za-z0-9_.-]*), got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An exec argv: 1 to 64 arguments, each printable and at most 4096 characters.
+/// (Which argv may run is the exec policy's decision, not this type's.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct ExecArgv(Vec<String>);
+
+impl ExecArgv {
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<String>> for ExecArgv {
+    type Error = FieldError;
+    fn try_from(v: Vec<String>) -> Result<Self, FieldError> {
+        if v.is_empty() || v.len() > 64 || v.iter().any(|a| a.len() > 4096 || !printable(a)) {
+            return Err(FieldError(
+                "command must be a list of 1 to 64 printable arguments (an argv, not a shell line)"
+                    .into(),
+            ));
+        }
+        Ok(Self(v))
+    }
+}
+
+impl From<ExecArgv> for Vec<String> {
+    fn from(a: ExecArgv) -> Vec<String> {
+        a.0
+    }
+}
+
 macro_rules! string_newtype_conversions {
     ($($t:ident),*) => {$(
         impl TryFrom<String> for $t {
@@ -232,7 +288,7 @@ macro_rules! string_newtype_conversions {
     )*};
 }
 
-string_newtype_conversions!(ArchiveName, ArchivePath, SubPath);
+string_newtype_conversions!(ArchiveName, ArchivePath, SubPath, ContainerName);
 
 /// Quotes a client value for an error message without echoing megabytes of it.
 pub(crate) fn shorten(s: &str) -> String {

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 pub(crate) use fields::shorten;
 pub use fields::{
-    ArchiveName, ArchivePath, FieldError, JobId, RepositoryLabel, RequestId, SubPath,
+    ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, JobId, RepositoryLabel,
+    RequestId, SubPath,
 };
 pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
@@ -77,13 +78,13 @@ command_names! {
     ConfigValidate => "config/validate", Read, Job, true;
     ConfigCheckAio => "config/check-aio", Read, Immediate, true;
     KeyChangePassphrase => "key/change-passphrase", Admin, Job, true;
-    ContainerList => "container/list", Read, Immediate, false;
-    ContainerExec => "container/exec", Write, Job, false;
-    AioBackup => "aio/backup", Write, Job, false;
-    AioHealthcheck => "aio/healthcheck", Read, Job, false;
-    AioStart => "aio/start", Write, Job, false;
-    AioStop => "aio/stop", Admin, Job, false;
-    VolumeList => "volume/list", Read, Immediate, false;
+    ContainerList => "container/list", Read, Immediate, true;
+    ContainerExec => "container/exec", Write, Job, true;
+    AioBackup => "aio/backup", Write, Job, true;
+    AioHealthcheck => "aio/healthcheck", Read, Job, true;
+    AioStart => "aio/start", Write, Job, true;
+    AioStop => "aio/stop", Admin, Job, true;
+    VolumeList => "volume/list", Read, Immediate, true;
     EmergencyStatus => "emergency/status", Read, Immediate, false;
     EmergencyStop => "emergency/stop", Admin, Job, false;
     SshKeyList => "ssh-key/list", Read, Immediate, false;
@@ -93,7 +94,7 @@ command_names! {
     SshKeyDelete => "ssh-key/delete", Admin, Immediate, false;
     SshKeyTest => "ssh-key/test", Read, Job, false;
     NetTcpCheck => "net/tcp-check", Read, Immediate, false;
-    SecurityExecPolicy => "security/exec-policy", Read, Immediate, false;
+    SecurityExecPolicy => "security/exec-policy", Read, Immediate, true;
     AuditList => "audit/list", Admin, Immediate, false;
     JobGet => "job/get", Read, Immediate, true;
     JobList => "job/list", Read, Immediate, true;
@@ -127,6 +128,62 @@ pub struct ArchiveList {
     /// Only the newest N archives.
     #[serde(default)]
     pub last: Option<u32>,
+    /// Where the list comes from (default: the repository).
+    #[serde(default)]
+    pub source: ArchiveSource,
+}
+
+/// `repository` asks borg; `aio` reads the list Nextcloud AIO keeps in its
+/// mastercontainer, without touching the repository lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveSource {
+    #[default]
+    Repository,
+    Aio,
+}
+
+/// `container/exec`: policy-checked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerExec {
+    pub container: ContainerName,
+    pub command: ExecArgv,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+/// `volume/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeList {
+    #[serde(default)]
+    pub sizes: bool,
+}
+
+/// `aio/backup`: AIO's `daily-backup.sh`. `check: true` alone runs AIO's backup
+/// check instead of a backup; asking for both is refused, as AIO refuses it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AioBackup {
+    #[serde(default)]
+    pub backup: Option<bool>,
+    #[serde(default)]
+    pub check: bool,
+    #[serde(default)]
+    pub stop_containers: Option<bool>,
+    #[serde(default)]
+    pub start_containers: Option<bool>,
+    #[serde(default)]
+    pub automatic_updates: Option<bool>,
+}
+
+/// `aio/start`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AioStart {
+    #[serde(default)]
+    pub automatic_updates: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -277,6 +334,14 @@ pub enum Command {
     ConfigValidate(OptionalRepo),
     ConfigCheckAio(OptionalRepo),
     KeyChangePassphrase(KeyChangePassphrase),
+    ContainerList(NoFields),
+    VolumeList(VolumeList),
+    ContainerExec(ContainerExec),
+    AioBackup(AioBackup),
+    AioHealthcheck(NoFields),
+    AioStart(AioStart),
+    AioStop(NoFields),
+    SecurityExecPolicy(NoFields),
     JobGet(JobRef),
     JobList(JobListFilter),
     JobCancel(JobRef),
@@ -306,6 +371,14 @@ impl Command {
             CommandName::ConfigValidate => Command::ConfigValidate(from(v)?),
             CommandName::ConfigCheckAio => Command::ConfigCheckAio(from(v)?),
             CommandName::KeyChangePassphrase => Command::KeyChangePassphrase(from(v)?),
+            CommandName::ContainerList => Command::ContainerList(from(v)?),
+            CommandName::VolumeList => Command::VolumeList(from(v)?),
+            CommandName::ContainerExec => Command::ContainerExec(from(v)?),
+            CommandName::AioBackup => Command::AioBackup(from(v)?),
+            CommandName::AioHealthcheck => Command::AioHealthcheck(from(v)?),
+            CommandName::AioStart => Command::AioStart(from(v)?),
+            CommandName::AioStop => Command::AioStop(from(v)?),
+            CommandName::SecurityExecPolicy => Command::SecurityExecPolicy(from(v)?),
             CommandName::JobGet => Command::JobGet(from(v)?),
             CommandName::JobList => Command::JobList(from(v)?),
             CommandName::JobCancel => Command::JobCancel(from(v)?),
@@ -338,6 +411,14 @@ impl Command {
             Command::ConfigValidate(_) => CommandName::ConfigValidate,
             Command::ConfigCheckAio(_) => CommandName::ConfigCheckAio,
             Command::KeyChangePassphrase(_) => CommandName::KeyChangePassphrase,
+            Command::ContainerList(_) => CommandName::ContainerList,
+            Command::VolumeList(_) => CommandName::VolumeList,
+            Command::ContainerExec(_) => CommandName::ContainerExec,
+            Command::AioBackup(_) => CommandName::AioBackup,
+            Command::AioHealthcheck(_) => CommandName::AioHealthcheck,
+            Command::AioStart(_) => CommandName::AioStart,
+            Command::AioStop(_) => CommandName::AioStop,
+            Command::SecurityExecPolicy(_) => CommandName::SecurityExecPolicy,
             Command::JobGet(_) => CommandName::JobGet,
             Command::JobList(_) => CommandName::JobList,
             Command::JobCancel(_) => CommandName::JobCancel,
@@ -372,6 +453,14 @@ impl Command {
             | Command::ConfigList(_)
             | Command::ConfigValidate(_)
             | Command::ConfigCheckAio(_)
+            | Command::ContainerList(_)
+            | Command::VolumeList(_)
+            | Command::ContainerExec(_)
+            | Command::AioBackup(_)
+            | Command::AioHealthcheck(_)
+            | Command::AioStart(_)
+            | Command::AioStop(_)
+            | Command::SecurityExecPolicy(_)
             | Command::JobGet(_)
             | Command::JobList(_)
             | Command::JobCancel(_) => None,
@@ -522,6 +611,24 @@ mod tests {
                 json!({"repository": "nc", "new_passphrase": "short"}),
             ),
             ("config/list", json!({"x": 1})),
+            (
+                "container/exec",
+                json!({"container": "x", "command": "sh -c id"}),
+            ),
+            ("container/exec", json!({"container": "x", "command": []})),
+            (
+                "container/exec",
+                json!({"container": "../x", "command": ["/a"]}),
+            ),
+            (
+                "container/exec",
+                json!({"container": "x", "command": ["/a"], "env": {"A": 1}}),
+            ),
+            ("aio/backup", json!({"check": "yes"})),
+            (
+                "archive/list",
+                json!({"repository": "nc", "source": "elsewhere"}),
+            ),
         ] {
             let err = parse(name, body.clone()).unwrap_err();
             assert_eq!(err.code, ErrorCode::Invalid, "{name} {body}");

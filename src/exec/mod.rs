@@ -3,5 +3,7 @@
 
 pub mod borgmatic;
 pub mod borgmatic_log;
+pub mod docker_exec;
+pub mod policy;
 pub mod process;
 pub mod roots;

@@ -25,8 +25,11 @@ const EVENT_CAPACITY: usize = 1 << 16;
 /// What the service asks the engine to run.
 pub struct JobSpec {
     pub command: CommandName,
-    /// The repository the job holds exclusively, if any.
+    /// The repository the job works on (shown in its record).
     pub repository: Option<RepositoryLabel>,
+    /// What the job holds exclusively while it is queued or running (`repo:<label>`,
+    /// `aio`, `container:<name>`): a second job wanting any of them is `busy`.
+    pub locks: Vec<String>,
     pub request_id: Option<RequestId>,
     pub timeout: Duration,
     pub task: Box<dyn Task>,
@@ -36,8 +39,8 @@ pub struct JobSpec {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("repository {repository} already has an active job {job_id}")]
-    Busy { repository: String, job_id: JobId },
+    #[error("{what} already has an active job {job_id}")]
+    Busy { what: String, job_id: JobId },
     #[error("the worker is shutting down")]
     ShuttingDown,
 }
@@ -151,14 +154,18 @@ impl JobEngine {
         let job_id = record.job_id;
         {
             let mut active = lock(&self.shared.active);
-            if let Some(repo) = &spec.repository {
-                if let Some(holder) = active.get(repo.as_str()) {
-                    return Err(SubmitError::Busy {
-                        repository: repo.to_string(),
-                        job_id: *holder,
-                    });
-                }
-                active.insert(repo.to_string(), job_id);
+            if let Some((key, holder)) = spec
+                .locks
+                .iter()
+                .find_map(|k| active.get(k).map(|h| (k, *h)))
+            {
+                return Err(SubmitError::Busy {
+                    what: describe_lock(key),
+                    job_id: holder,
+                });
+            }
+            for key in &spec.locks {
+                active.insert(key.clone(), job_id);
             }
         }
         let redactor = if spec.secrets.is_empty() {
@@ -187,7 +194,7 @@ impl JobEngine {
         let shared = self.shared.clone();
         self.shared
             .tracker
-            .spawn(run_job(shared, job, spec.task, spec.timeout, spec.repository).instrument(span));
+            .spawn(run_job(shared, job, spec.task, spec.timeout, spec.locks).instrument(span));
         Ok(record)
     }
 
@@ -305,6 +312,21 @@ impl JobEngine {
     }
 }
 
+/// `repo:nc` → `repository nc`, for messages.
+fn describe_lock(key: &str) -> String {
+    match key.split_once(':') {
+        Some(("repo", l)) => format!("repository {l}"),
+        Some(("container", c)) => format!("container {c}"),
+        _ if key == "aio" => "Nextcloud AIO".into(),
+        _ => key.to_string(),
+    }
+}
+
+/// The lock key of a repository.
+pub fn repo_lock(label: &RepositoryLabel) -> String {
+    format!("repo:{label}")
+}
+
 fn persist(store: &Store, record: &JobRecord, data: Option<&Value>) {
     if let Err(e) = store.save(record, data) {
         tracing::error!(error = %e, "could not store job record");
@@ -379,7 +401,7 @@ async fn run_job(
     job: Arc<Job>,
     task: Box<dyn Task>,
     timeout: Duration,
-    repository: Option<RepositoryLabel>,
+    locks: Vec<String>,
 ) {
     let permit = tokio::select! {
         p = shared.permits.clone().acquire_owned() => p.ok(),
@@ -417,11 +439,11 @@ async fn run_job(
         }
     };
     finish(&shared, &job, outcome, timeout);
-    if let Some(repo) = repository {
-        let mut active = lock(&shared.active);
-        let id = lock(&job.record).job_id;
-        if active.get(repo.as_str()) == Some(&id) {
-            active.remove(repo.as_str());
+    let id = lock(&job.record).job_id;
+    let mut active = lock(&shared.active);
+    for key in locks {
+        if active.get(&key) == Some(&id) {
+            active.remove(&key);
         }
     }
 }
@@ -515,9 +537,11 @@ mod tests {
     }
 
     fn spec(repo: &str, task: Scripted, timeout: Duration) -> JobSpec {
+        let label = RepositoryLabel::parse(repo).unwrap();
         JobSpec {
             command: CommandName::BackupRun,
-            repository: Some(RepositoryLabel::parse(repo).unwrap()),
+            locks: vec![repo_lock(&label)],
+            repository: Some(label),
             request_id: None,
             timeout,
             task: Box::new(task),
@@ -584,7 +608,7 @@ mod tests {
         assert_eq!(
             busy,
             SubmitError::Busy {
-                repository: "a".into(),
+                what: "repository a".into(),
                 job_id: a.job_id
             }
         );

@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
-pub use engine::{CancelError, JobEngine, JobSpec, SubmitError, TaskContext};
+pub use engine::{repo_lock, CancelError, JobEngine, JobSpec, SubmitError, TaskContext};
 pub use log::{LogLine, Stream};
 pub use record::{JobRecord, JobResult, JobState};
 pub use store::{Store, StoreError};

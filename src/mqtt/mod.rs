@@ -173,8 +173,9 @@ async fn connection_task(
                 backoff = Duration::from_millis(250);
                 tracing::info!("connected to the MQTT broker");
                 // Never await the client inside the loop that drives it.
-                let (client, topics, info) = (client.clone(), topics.clone(), service.info());
+                let (client, topics, service) = (client.clone(), topics.clone(), service.clone());
                 tokio::spawn(async move {
+                    let info = service.info().await;
                     if let Err(e) = on_connected(&client, &topics, info).await {
                         tracing::warn!(error = %e, "could not announce the worker");
                     }

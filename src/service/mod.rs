@@ -18,9 +18,16 @@ use crate::command::{
 };
 use crate::command::{RepositoryLabel, SubPath};
 use crate::config::{Secret, Settings};
+use crate::docker::Engine;
 use crate::exec::borgmatic::{Action, Borgmatic, JobSecrets, Repository, Version};
+use crate::exec::policy::ExecPolicy;
 use crate::exec::roots::{self, RootError};
-use crate::jobs::{CancelReason, JobEngine, JobSpec, SubmitError, Task};
+use crate::jobs::{repo_lock, CancelReason, JobEngine, JobSpec, SubmitError, Task};
+
+mod aio_cmds;
+
+/// The lock key every AIO backup holds (and `backup/run` on an AIO repository).
+const AIO_LOCK: &str = "aio";
 
 /// How long a request id is remembered.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
@@ -71,6 +78,8 @@ pub struct Service {
     engine: JobEngine,
     borgmatic: Borgmatic,
     borgmatic_version: Version,
+    docker: Engine,
+    policy: ExecPolicy,
     /// Held from the duplicate check to recording the answer, so two copies of one
     /// request (QoS 1 redelivery) cannot both start a job.
     dedup: tokio::sync::Mutex<Dedup>,
@@ -83,7 +92,14 @@ impl Service {
         engine: JobEngine,
         borgmatic_version: Version,
     ) -> Self {
+        let policy = match &settings.docker.exec_policy_file {
+            // Start-up already refused a file that does not load.
+            Some(f) => ExecPolicy::load(f).unwrap_or(ExecPolicy { allow: vec![] }),
+            None => ExecPolicy::aio_default(&settings.docker.mastercontainer()),
+        };
         Self {
+            docker: Engine::new(settings.docker.host.clone()),
+            policy,
             borgmatic: Borgmatic::new(&settings, borgmatic_version),
             settings,
             tokens,
@@ -97,8 +113,18 @@ impl Service {
         &self.engine
     }
 
-    /// The retained `<base>/info` document.
-    pub fn info(&self) -> Value {
+    /// The retained `<base>/info` document, with whether the Docker engine answers.
+    pub async fn info(&self) -> Value {
+        let docker = match self.docker.ping().await {
+            Ok(version) => json!({ "available": true, "version": version }),
+            Err(e) => json!({ "available": false, "reason": e.to_string() }),
+        };
+        let mut info = self.static_info();
+        info["docker"] = docker;
+        info
+    }
+
+    fn static_info(&self) -> Value {
         let commands: Vec<&str> = CommandName::ALL
             .iter()
             .filter(|c| c.implemented())
@@ -233,6 +259,9 @@ impl Service {
                     progress: c.progress,
                 },
             ),
+            Command::ArchiveList(c) if c.source == crate::command::ArchiveSource::Aio => {
+                return self.aio_archive_list(c, rid).await;
+            }
             Command::ArchiveList(c) => (c.repository, Action::RepoList { last: c.last }),
             Command::ArchiveInfo(c) => (
                 c.repository,
@@ -322,6 +351,14 @@ impl Service {
                 let data = self.check_aio(c.repository.as_ref()).await?;
                 return Ok(Response::ok(rid, None, data));
             }
+            Command::ContainerList(_)
+            | Command::VolumeList(_)
+            | Command::ContainerExec(_)
+            | Command::AioBackup(_)
+            | Command::AioHealthcheck(_)
+            | Command::AioStart(_)
+            | Command::AioStop(_)
+            | Command::SecurityExecPolicy(_) => return self.execute_docker(cmd, rid).await,
             Command::JobGet(c) => {
                 let data = match self.engine.result(c.job_id) {
                     Some(result) => to_value(&result),
@@ -347,6 +384,9 @@ impl Service {
         };
         let (label, action) = action;
         let repo = self.repository(&label)?;
+        if name == CommandName::BackupRun && self.is_aio_repository(label.as_str()) {
+            self.refuse_if_aio_busy().await?;
+        }
         let job_secrets = self.job_secrets(&label, &secrets)?;
         let mut scrub: Vec<String> = secrets.values();
         if let Action::ChangePassphrase { new } = &action {
@@ -473,12 +513,9 @@ impl Service {
     }
 
     fn repository(&self, label: &RepositoryLabel) -> Result<Repository, ApiError> {
-        self.borgmatic.repository(label).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("no repository {label}: there is no {label}.yaml in the borgmatic config directory"),
-            )
-        })
+        self.borgmatic
+            .repository(label)
+            .ok_or_else(|| no_repo(label))
     }
 
     fn submit(
@@ -489,8 +526,29 @@ impl Service {
         task: Box<dyn Task>,
         secrets: Vec<String>,
     ) -> Result<Response, ApiError> {
+        let mut locks: Vec<String> = repository.iter().map(repo_lock).collect();
+        if name == CommandName::BackupRun
+            && repository
+                .as_ref()
+                .is_some_and(|r| self.is_aio_repository(r.as_str()))
+        {
+            locks.push(AIO_LOCK.into());
+        }
+        self.submit_locked(name, repository, locks, rid, task, secrets)
+    }
+
+    fn submit_locked(
+        &self,
+        name: CommandName,
+        repository: Option<RepositoryLabel>,
+        locks: Vec<String>,
+        rid: Option<RequestId>,
+        task: Box<dyn Task>,
+        secrets: Vec<String>,
+    ) -> Result<Response, ApiError> {
         let spec = JobSpec {
             command: name,
+            locks,
             repository,
             request_id: rid.clone(),
             timeout: self.settings.jobs.timeout_for(name.as_str()),
@@ -499,9 +557,9 @@ impl Service {
         };
         match self.engine.submit(spec) {
             Ok(record) => Ok(Response::ok(rid, Some(record.job_id), to_value(&record))),
-            Err(SubmitError::Busy { repository, job_id }) => Err(ApiError::new(
+            Err(SubmitError::Busy { what, job_id }) => Err(ApiError::new(
                 ErrorCode::Busy,
-                format!("repository {repository} already has a running job {job_id}"),
+                format!("{what} already has a running job {job_id}"),
             )
             .with_data(json!({ "job_id": job_id }))),
             Err(SubmitError::ShuttingDown) => Err(ApiError::new(
@@ -564,6 +622,15 @@ fn fuse() -> Result<(), ApiError> {
 
 fn load(repo: &Repository) -> Result<BorgmaticConfig, ApiError> {
     BorgmaticConfig::load(&repo.config).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+fn no_repo(label: &RepositoryLabel) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no repository {label}: there is no {label}.yaml in the borgmatic config directory"
+        ),
+    )
 }
 
 fn no_job(id: JobId) -> ApiError {
