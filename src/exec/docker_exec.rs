@@ -35,7 +35,10 @@ pub struct ExecTask {
 impl Task for ExecTask {
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
         Box::pin(async move {
-            let started = chrono::Utc::now().timestamp() - 1;
+            // Sub-second precision and no slack: a borgbackup start from a run that
+            // ended a moment ago must not count as this one's. (The engine and the
+            // containers it runs share one host clock.)
+            let started = chrono::Utc::now();
             let exec = match run_exec(&self, &ctx).await {
                 Ok(Some(code)) => code,
                 Ok(None) => return TaskOutcome::failed("stopped before the command ended"),
@@ -159,7 +162,7 @@ async fn follow_container(
     engine: &Engine,
     ctx: &TaskContext,
     follow: &Follow,
-    since: i64,
+    since: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<i64>, DockerError> {
     let docker = engine.client().await?;
     let name = &follow.container;
@@ -168,7 +171,7 @@ async fn follow_container(
             .as_ref()
             .and_then(|s| s.started_at.as_deref())
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .is_some_and(|t| t.timestamp() >= since)
+            .is_some_and(|t| t >= since)
     };
     let inspect = docker
         .inspect_container(name, None::<InspectContainerOptions>)
@@ -180,8 +183,13 @@ async fn follow_container(
             ("container".to_string(), vec![name.clone()]),
             ("event".to_string(), vec!["start".to_string()]),
         ]);
+        let since_arg = format!(
+            "{}.{:09}",
+            since.timestamp(),
+            since.timestamp_subsec_nanos()
+        );
         let mut events = docker.events(Some(EventsOptions {
-            since: Some(since.to_string()),
+            since: Some(since_arg),
             filters: Some(filters),
             ..Default::default()
         }));
@@ -206,7 +214,7 @@ async fn follow_container(
             follow: true,
             stdout: true,
             stderr: true,
-            since: since as i32,
+            since: since.timestamp() as i32,
             ..Default::default()
         }),
     );

@@ -17,6 +17,8 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+pub mod docker;
+
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef-RRRR";
 pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef-WWWW";
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-AAAA";
