@@ -155,7 +155,7 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
             "token must be a string",
         ),
         (
-            "container/list",
+            "emergency/status",
             json!({"token": READ_TOKEN}),
             "unavailable",
             "not available in this version",
