@@ -519,3 +519,40 @@ async fn a_lost_engine_answers_unavailable_and_never_hangs() {
         .await;
     assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_past_its_timeout_ends_failed_and_says_so() {
+    if !engine_or_skip("an_exec_past_its_timeout_ends_failed_and_says_so") {
+        return;
+    }
+    let broker = Broker::start();
+    let repos = Repos::new();
+    let aio = Aio::start(&["SCRIPT_SLEEP=600"], &[]);
+    let worker = worker_for(
+        &broker,
+        &repos,
+        &aio,
+        &[("BMQTT_JOBS__TIMEOUTS__CONTAINER_EXEC", "2")],
+    )
+    .await;
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+    let res = c
+        .run_job(
+            &worker.base,
+            "container/exec",
+            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/daily-backup.sh"]}),
+        )
+        .await;
+    assert_eq!(res["state"], "failed", "{res}");
+    assert_eq!(res["error"], "timed out after 2s");
+    // The container's lock is released: the next exec is accepted.
+    let next = c
+        .request(
+            &worker.base,
+            "container/exec",
+            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/healthcheck.sh"]}),
+        )
+        .await;
+    assert_eq!(next["status"], "ok", "{next}");
+}
