@@ -61,6 +61,7 @@ pub struct Settings {
     pub docker: DockerSettings,
     pub log: LogSettings,
     pub jobs: JobSettings,
+    pub limits: LimitSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -76,6 +77,7 @@ impl Default for Settings {
             docker: DockerSettings::default(),
             log: LogSettings::default(),
             jobs: JobSettings::default(),
+            limits: LimitSettings::default(),
             repositories: BTreeMap::new(),
         }
     }
@@ -166,8 +168,15 @@ impl Default for BorgmaticSettings {
 pub struct HttpSettings {
     /// `host:port`, or `off`.
     pub listen: String,
+    /// When set, every API request must carry `X-From-NodeRed: <value>`.
     pub from_header: Option<Secret>,
     pub from_header_file: Option<PathBuf>,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// Seconds a request (not a stream) may take.
+    pub request_timeout_secs: u64,
+    /// `/metrics` needs the read token when true.
+    pub metrics_require_token: bool,
 }
 
 impl Default for HttpSettings {
@@ -176,6 +185,28 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:8484".into(),
             from_header: None,
             from_header_file: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            metrics_require_token: false,
+        }
+    }
+}
+
+/// Requests per minute per principal, by command class.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    pub read_per_minute: u32,
+    pub write_per_minute: u32,
+    pub admin_per_minute: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            read_per_minute: 600,
+            write_per_minute: 60,
+            admin_per_minute: 20,
         }
     }
 }
@@ -183,6 +214,9 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerSettings {
+    /// Docker commands (and the engine in readiness); `false` answers them
+    /// `unavailable`.
+    pub enabled: bool,
     /// Defaults to `DOCKER_HOST`, else the local socket.
     pub host: Option<String>,
     /// Names of Nextcloud AIO's containers start with it (volumes with it, `-` → `_`).
@@ -197,6 +231,7 @@ pub struct DockerSettings {
 impl Default for DockerSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             host: None,
             aio_prefix: "nextcloud-aio-".into(),
             exec_policy_file: None,
@@ -489,6 +524,15 @@ impl Settings {
             if let Err(e) = crate::exec::policy::ExecPolicy::load(f) {
                 problems.push(problem("docker.exec_policy_file", e));
             }
+        }
+        if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(problem(
+                "http.listen",
+                format!(
+                    "{:?} is not host:port (e.g. 127.0.0.1:8484) or off",
+                    self.http.listen
+                ),
+            ));
         }
         if self.jobs.max_concurrent == 0 {
             problems.push(problem("jobs.max_concurrent", "must be at least 1"));

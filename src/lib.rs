@@ -9,6 +9,9 @@
 //! - [`jobs`]: the job engine, its log buffers, events and SQLite store.
 //! - [`exec`]: executors (borgmatic process) that run as job tasks.
 //! - [`mqtt`]: the MQTT adapter (topics, connection, dispatch, publishing).
+//! - [`http`]: the HTTP sidecar (REST mirror, SSE, health, metrics, OpenAPI).
+//! - [`docker`], [`aio`]: the Docker engine and Nextcloud AIO specifics.
+//! - [`metrics`]: Prometheus metrics from job results.
 //! - [`redact`]: scrubbing secrets from any outgoing text.
 //! - [`startup`], [`telemetry`]: wiring, shutdown order, tracing.
 #![forbid(unsafe_code)]
@@ -21,8 +24,10 @@ pub mod command;
 pub mod config;
 pub mod docker;
 pub mod exec;
+pub mod http;
 pub mod jobs;
 pub mod locks;
+pub mod metrics;
 pub mod mqtt;
 pub mod redact;
 pub mod service;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
 use crate::config::{Problem, Settings};
@@ -57,7 +58,44 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         engine.clone(),
         version,
     ));
+    let metrics = crate::metrics::install();
+    crate::metrics::spawn_job_metrics(engine.subscribe());
+    // Bind before announcing `online`, so a client that saw it can use HTTP too.
+    let listener = match settings.http.listen.as_str() {
+        "off" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding http.listen {addr}"))?,
+        ),
+    };
     let mut mqtt = Mqtt::start(&settings, service.clone())?;
+    let http_stop = CancellationToken::new();
+    let http = listener.map(|listener| {
+        let state = crate::http::AppState::new(
+            service.clone(),
+            settings.clone(),
+            Some(mqtt.status.clone()),
+            metrics,
+            http_stop.clone(),
+        );
+        tracing::info!(addr = %settings.http.listen, "HTTP sidecar listening");
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state).await {
+                tracing::error!(error = %e, "the HTTP sidecar stopped");
+            }
+        })
+    });
+    let limits_service = service.clone();
+    let sweep_stop = http_stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => limits_service.shrink_limits(),
+                _ = sweep_stop.cancelled() => return,
+            }
+        }
+    });
     tracing::info!(
         base_topic = %settings.base_topic(),
         borgmatic = %version,
@@ -67,8 +105,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     shutdown.await;
     tracing::info!("shutting down");
     mqtt.stop_accepting().await;
+    http_stop.cancel();
     engine.shutdown().await;
     mqtt.shutdown().await;
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), h).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

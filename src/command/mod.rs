@@ -95,7 +95,7 @@ command_names! {
     SshKeyTest => "ssh-key/test", Read, Job, false;
     NetTcpCheck => "net/tcp-check", Read, Immediate, false;
     SecurityExecPolicy => "security/exec-policy", Read, Immediate, true;
-    AuditList => "audit/list", Admin, Immediate, false;
+    AuditList => "audit/list", Admin, Immediate, true;
     JobGet => "job/get", Read, Immediate, true;
     JobList => "job/list", Read, Immediate, true;
     JobCancel => "job/cancel", Write, Immediate, true;
@@ -176,6 +176,14 @@ pub struct AioBackup {
     pub start_containers: Option<bool>,
     #[serde(default)]
     pub automatic_updates: Option<bool>,
+}
+
+/// `audit/list` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditList {
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 /// `aio/start`.
@@ -342,6 +350,7 @@ pub enum Command {
     AioStart(AioStart),
     AioStop(NoFields),
     SecurityExecPolicy(NoFields),
+    AuditList(AuditList),
     JobGet(JobRef),
     JobList(JobListFilter),
     JobCancel(JobRef),
@@ -379,6 +388,7 @@ impl Command {
             CommandName::AioStart => Command::AioStart(from(v)?),
             CommandName::AioStop => Command::AioStop(from(v)?),
             CommandName::SecurityExecPolicy => Command::SecurityExecPolicy(from(v)?),
+            CommandName::AuditList => Command::AuditList(from(v)?),
             CommandName::JobGet => Command::JobGet(from(v)?),
             CommandName::JobList => Command::JobList(from(v)?),
             CommandName::JobCancel => Command::JobCancel(from(v)?),
@@ -419,6 +429,7 @@ impl Command {
             Command::AioStart(_) => CommandName::AioStart,
             Command::AioStop(_) => CommandName::AioStop,
             Command::SecurityExecPolicy(_) => CommandName::SecurityExecPolicy,
+            Command::AuditList(_) => CommandName::AuditList,
             Command::JobGet(_) => CommandName::JobGet,
             Command::JobList(_) => CommandName::JobList,
             Command::JobCancel(_) => CommandName::JobCancel,
@@ -461,6 +472,7 @@ impl Command {
             | Command::AioStart(_)
             | Command::AioStop(_)
             | Command::SecurityExecPolicy(_)
+            | Command::AuditList(_)
             | Command::JobGet(_)
             | Command::JobList(_)
             | Command::JobCancel(_) => None,

@@ -260,6 +260,8 @@ async fn dispatch_task(
         });
         let response = service
             .handle(Request {
+                transport: crate::service::Transport::Mqtt,
+                client: None,
                 command,
                 body: &p.payload,
                 retained: p.retain,

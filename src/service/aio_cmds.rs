@@ -83,6 +83,12 @@ impl Service {
         rid: Option<RequestId>,
     ) -> Result<Response, ApiError> {
         let name = cmd.name();
+        if !self.settings.docker.enabled && name != CommandName::SecurityExecPolicy {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "Docker commands are disabled (docker.enabled = false)",
+            ));
+        }
         let master = self.settings.docker.mastercontainer();
         match cmd {
             Command::SecurityExecPolicy(_) => {

@@ -25,6 +25,10 @@ use crate::exec::roots::{self, RootError};
 use crate::jobs::{repo_lock, CancelReason, JobEngine, JobSpec, SubmitError, Task};
 
 mod aio_cmds;
+pub mod audit;
+mod limits;
+
+pub use audit::AuditRecord;
 
 /// The lock key every AIO backup holds (and `backup/run` on an AIO repository).
 const AIO_LOCK: &str = "aio";
@@ -37,9 +41,29 @@ const DEDUP_MAX: usize = 10_000;
 const LIST_DEFAULT: usize = 50;
 const LIST_MAX: usize = 1_000;
 
+/// Which adapter a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Mqtt,
+    Http,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Mqtt => "mqtt",
+            Transport::Http => "http",
+        }
+    }
+}
+
 /// How a request arrived; the adapters fill it in.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
+    pub transport: Transport,
+    /// Who sent it, as far as the transport knows (HTTP peer address); MQTT brokers
+    /// do not tell, so it is `None` there.
+    pub client: Option<&'a str>,
     /// `group/action`.
     pub command: &'a str,
     pub body: &'a [u8],
@@ -80,6 +104,8 @@ pub struct Service {
     borgmatic_version: Version,
     docker: Engine,
     policy: ExecPolicy,
+    limits: limits::Limits,
+    audit: audit::Audit,
     /// Held from the duplicate check to recording the answer, so two copies of one
     /// request (QoS 1 redelivery) cannot both start a job.
     dedup: tokio::sync::Mutex<Dedup>,
@@ -100,6 +126,8 @@ impl Service {
         Self {
             docker: Engine::new(settings.docker.host.clone()),
             policy,
+            limits: limits::Limits::new(&settings.limits),
+            audit: audit::Audit::new(&settings.state_dir),
             borgmatic: Borgmatic::new(&settings, borgmatic_version),
             settings,
             tokens,
@@ -111,6 +139,16 @@ impl Service {
 
     pub fn engine(&self) -> &JobEngine {
         &self.engine
+    }
+
+    /// The Docker engine (readiness).
+    pub fn docker(&self) -> &Engine {
+        &self.docker
+    }
+
+    /// Forgets rate-limit state of principals back to a full quota.
+    pub fn shrink_limits(&self) {
+        self.limits.shrink();
     }
 
     /// The retained `<base>/info` document, with whether the Docker engine answers.
@@ -141,23 +179,78 @@ impl Service {
         })
     }
 
-    /// Answers one request. Never panics on client input; always one response.
+    /// Answers one request. Never panics on client input; always one response,
+    /// counted in the metrics and written to the audit trail.
     pub async fn handle(&self, req: Request<'_>) -> Response {
-        let envelope = match Envelope::parse(req.body) {
-            Ok(e) => e,
-            Err((rid, err)) => return Response::error(rid, err),
+        let mut seen = Seen::default();
+        let resp = match Envelope::parse(req.body) {
+            Ok(e) => {
+                seen.repository = e
+                    .fields
+                    .get("repository")
+                    .and_then(Value::as_str)
+                    .filter(|r| RepositoryLabel::parse(r).is_ok())
+                    .map(str::to_string);
+                let rid = e.request_id.clone();
+                match self.handle_envelope(&req, e, &mut seen).await {
+                    Ok(resp) | Err(resp) => resp,
+                }
+                .with_request_id(rid)
+            }
+            Err((rid, err)) => Response::error(rid, err),
         };
-        let rid = envelope.request_id.clone();
-        match self.handle_envelope(&req, envelope).await {
-            Ok(resp) | Err(resp) => resp,
+        let outcome = resp.error_code().map(ErrorCode::as_str).unwrap_or("ok");
+        crate::metrics::request(req.transport.as_str(), outcome);
+        if resp.error_code() == Some(ErrorCode::RateLimited) {
+            crate::metrics::rate_limited(req.transport.as_str());
         }
-        .with_request_id(rid)
+        self.audit.append(&AuditRecord {
+            at: chrono::Utc::now(),
+            transport: req.transport.as_str().into(),
+            role: seen.role.map(|r| r.as_str().to_string()),
+            client: req.client.map(str::to_string),
+            command: crate::command::shorten(req.command)
+                .trim_matches('"')
+                .to_string(),
+            repository: seen.repository,
+            outcome: outcome.into(),
+            job_id: resp.job_id.map(|j| j.to_string()),
+            request_id: resp.request_id.as_ref().map(|r| r.as_str().to_string()),
+        });
+        resp
+    }
+
+    /// The role of a token presented outside a command (HTTP job views), if it
+    /// reaches `need`.
+    pub fn authorize(&self, token: Option<&str>, need: Role) -> Result<Role, ApiError> {
+        let token = token.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing token: send Authorization: Bearer <token>",
+            )
+        })?;
+        let role = self
+            .tokens
+            .authenticate(token)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown token"))?;
+        if role < need {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "this needs the {} role; this token has the {} role",
+                    need.as_str(),
+                    role.as_str()
+                ),
+            ));
+        }
+        Ok(role)
     }
 
     async fn handle_envelope(
         &self,
         req: &Request<'_>,
         envelope: Envelope,
+        seen: &mut Seen,
     ) -> Result<Response, Response> {
         let rid = envelope.request_id.clone();
         let fail = |e: ApiError| Response::error(rid.clone(), e);
@@ -179,6 +272,7 @@ impl Service {
                 "unknown token",
             )));
         };
+        seen.role = Some(role);
         let Some(name) = CommandName::parse(req.command) else {
             return Err(fail(ApiError::invalid(format!(
                 "unknown command {}",
@@ -212,6 +306,26 @@ impl Service {
                 tracing::debug!(request_id = r.as_str(), "duplicate request answered again");
                 return Ok(resp.clone());
             }
+        }
+        let principal = format!(
+            "{}:{}:{}",
+            req.transport.as_str(),
+            role.as_str(),
+            req.client.unwrap_or("-")
+        );
+        if let Err(wait) = self.limits.check(name.role(), &principal) {
+            let secs = wait.as_secs() + 1;
+            // Not remembered as the request's answer: a retry may succeed.
+            return Err(fail(
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many {} requests; retry in {secs}s",
+                        name.role().as_str()
+                    ),
+                )
+                .with_data(json!({ "retry_after_secs": secs })),
+            ));
         }
         let resp = match Command::parse(name, envelope.fields) {
             Ok(cmd) if role < cmd.role() => fail(forbidden(name, cmd.role(), role)),
@@ -359,6 +473,14 @@ impl Service {
             | Command::AioStart(_)
             | Command::AioStop(_)
             | Command::SecurityExecPolicy(_) => return self.execute_docker(cmd, rid).await,
+            Command::AuditList(a) => {
+                let limit = a
+                    .limit
+                    .map(|l| (l as usize).min(LIST_MAX))
+                    .unwrap_or(LIST_DEFAULT);
+                let records = self.audit.last(limit);
+                return Ok(Response::ok(rid, None, json!({ "records": records })));
+            }
             Command::JobGet(c) => {
                 let data = match self.engine.result(c.job_id) {
                     Some(result) => to_value(&result),
@@ -568,6 +690,13 @@ impl Service {
             )),
         }
     }
+}
+
+/// What the audit trail learns while a request is handled.
+#[derive(Default)]
+struct Seen {
+    role: Option<Role>,
+    repository: Option<String>,
 }
 
 /// Secrets a request brought along (`auth.allow_request_secrets`).

@@ -1,0 +1,253 @@
+//! The OpenAPI 3 document of the HTTP API, built from the same route list as the
+//! router and the same command list as the command model, so it cannot drift.
+
+use serde_json::{json, Map, Value};
+
+use super::ROUTES;
+use crate::command::{CommandName, ErrorCode};
+
+fn response_schema() -> Value {
+    let codes: Vec<&str> = [
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::Invalid,
+        ErrorCode::NotFound,
+        ErrorCode::Busy,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ]
+    .iter()
+    .map(|c| c.as_str())
+    .collect();
+    json!({
+        "type": "object",
+        "required": ["status", "request_id"],
+        "properties": {
+            "status": { "type": "string", "enum": ["ok", "error"] },
+            "request_id": { "type": "string", "nullable": true },
+            "job_id": { "type": "string", "format": "uuid" },
+            "data": {},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": { "type": "string", "enum": codes },
+                    "message": { "type": "string" }
+                }
+            }
+        }
+    })
+}
+
+fn responses(codes: &[u16]) -> Value {
+    let mut out = Map::new();
+    for code in codes {
+        out.insert(
+            code.to_string(),
+            json!({
+                "description": description(*code),
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Response" } } }
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn description(code: u16) -> &'static str {
+    match code {
+        200 => "answered",
+        202 => "job started",
+        400 => "invalid request",
+        401 => "no or unknown token",
+        403 => "role too low, policy refusal or X-From-NodeRed missing",
+        404 => "not found",
+        409 => "busy",
+        413 => "body too large",
+        429 => "rate limited (Retry-After says when to retry)",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
+fn bearer() -> Value {
+    json!([{ "bearer": [] }])
+}
+
+fn job_id_param() -> Value {
+    json!({ "name": "job_id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })
+}
+
+fn text(description: &str) -> Value {
+    json!({ "200": { "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } } })
+}
+
+fn sse(description: &str) -> Value {
+    json!({
+        "200": { "description": description, "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+        "401": { "description": "no or unknown token" },
+        "404": { "description": "no such job" }
+    })
+}
+
+fn operation(method: &str, path: &str) -> Value {
+    let groups: Vec<&str> = {
+        let mut g: Vec<&str> = CommandName::ALL
+            .iter()
+            .map(|c| c.as_str().split('/').next().unwrap_or(""))
+            .collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let actions: Vec<&str> = {
+        let mut a: Vec<&str> = CommandName::ALL
+            .iter()
+            .map(|c| c.as_str().split('/').nth(1).unwrap_or(""))
+            .collect();
+        a.sort();
+        a.dedup();
+        a
+    };
+    match (method, path) {
+        ("post", "/api/v1/cmd/{group}/{action}") => json!({
+            "summary": "Run a command (same body as the MQTT request, token in the Authorization header)",
+            "security": bearer(),
+            "parameters": [
+                { "name": "group", "in": "path", "required": true, "schema": { "type": "string", "enum": groups } },
+                { "name": "action", "in": "path", "required": true, "schema": { "type": "string", "enum": actions } }
+            ],
+            "requestBody": { "required": false, "content": { "application/json": { "schema": { "type": "object" } } } },
+            "responses": responses(&[200, 202, 400, 401, 403, 404, 409, 413, 429, 503])
+        }),
+        ("get", "/api/v1/jobs") => json!({
+            "summary": "Job records, newest first",
+            "security": bearer(),
+            "parameters": [
+                { "name": "state", "in": "query", "schema": { "type": "string",
+                  "enum": ["queued", "running", "succeeded", "warning", "failed", "cancelled", "interrupted"] } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 4294967295u64 } }
+            ],
+            "responses": responses(&[200, 400, 401, 403, 429])
+        }),
+        ("get", "/api/v1/jobs/{job_id}") => json!({
+            "summary": "One job record (with its result data once finished)",
+            "security": bearer(),
+            "parameters": [job_id_param()],
+            "responses": responses(&[200, 400, 401, 403, 404, 429])
+        }),
+        ("get", "/api/v1/jobs/{job_id}/log") => json!({
+            "summary": "Poll log lines after a seq",
+            "security": bearer(),
+            "parameters": [
+                job_id_param(),
+                { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 10000 } }
+            ],
+            "responses": {
+                "200": { "description": "lines", "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["job_id", "lines", "next_after"],
+                    "properties": {
+                        "job_id": { "type": "string" },
+                        "lines": { "type": "array", "items": { "type": "object" } },
+                        "next_after": { "type": "integer" }
+                    } } } } },
+                "400": responses(&[400])["400"],
+                "401": responses(&[401])["401"],
+                "403": responses(&[403])["403"],
+                "404": responses(&[404])["404"]
+            }
+        }),
+        ("get", "/api/v1/jobs/{job_id}/events") => json!({
+            "summary": "Server-Sent Events of one job: state, log (id = seq), lagged, result",
+            "security": bearer(),
+            "parameters": [
+                job_id_param(),
+                { "name": "Last-Event-ID", "in": "header", "schema": { "type": "string" } }
+            ],
+            "responses": sse("event stream")
+        }),
+        ("get", "/api/v1/events") => json!({
+            "summary": "Server-Sent Events of every job state change",
+            "security": bearer(),
+            "responses": sse("event stream")
+        }),
+        ("get", "/api/v1/openapi.json") => json!({
+            "summary": "This document",
+            "responses": { "200": { "description": "OpenAPI 3 document", "content": { "application/json": { "schema": { "type": "object" } } } } }
+        }),
+        ("get", "/healthz") => {
+            json!({ "summary": "The process is alive", "responses": text("ok") })
+        }
+        ("get", "/readyz") => json!({
+            "summary": "MQTT connected, borgmatic runnable, store writable, Docker answering",
+            "responses": {
+                "200": { "description": "ready", "content": { "application/json": { "schema": { "type": "object" } } } },
+                "503": { "description": "not ready; parts say why", "content": { "application/json": { "schema": { "type": "object" } } } }
+            }
+        }),
+        ("get", "/metrics") => {
+            json!({ "summary": "Prometheus metrics", "responses": text("text exposition format") })
+        }
+        _ => json!({}),
+    }
+}
+
+/// The document served at `/api/v1/openapi.json`.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path) in ROUTES {
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(method.to_string(), operation(method, path));
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "borgmatic-mqtt HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Mirrors the MQTT commands; see topics.md for each command's fields."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": { "Response": response_schema() },
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_describes_exactly_the_router() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut described: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        described.sort();
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routed.sort();
+        assert_eq!(described, routed);
+        for (m, p) in ROUTES {
+            assert!(
+                paths[*p][*m]["responses"].is_object(),
+                "{m} {p} has no responses"
+            );
+        }
+    }
+}

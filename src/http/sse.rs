@@ -1,0 +1,240 @@
+//! Server-Sent Events. A job stream subscribes to job events *before* it reads the
+//! backlog, so no line falls between the two; event ids are log seqs and
+//! `Last-Event-ID` resumes after one. Lines a slow client missed are refilled from
+//! the job's buffer; a `lagged` event says which seqs are gone for good.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{bearer, error, AppState};
+use crate::auth::Role;
+use crate::command::{ApiError, ErrorCode, JobId};
+use crate::jobs::{JobEngine, JobEvent, JobState, LogLine};
+
+/// Events buffered per client before the client counts as slow.
+const CLIENT_BUFFER: usize = 1024;
+
+fn log_event(line: &LogLine) -> Event {
+    Event::default()
+        .event("log")
+        .id(line.seq.to_string())
+        .json_data(line)
+        .unwrap_or_default()
+}
+
+fn keep_alive() -> KeepAlive {
+    KeepAlive::new()
+        .interval(Duration::from_secs(15))
+        .text("keep-alive")
+}
+
+pub async fn job_events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> HttpResponse {
+    if let Err(e) = st.service.authorize(bearer(&headers), Role::Read) {
+        return error(e);
+    }
+    let id = match JobId::parse(&job_id) {
+        Ok(id) => id,
+        Err(e) => return error(ApiError::invalid(e.0)),
+    };
+    let engine = st.service.engine().clone();
+    // Subscribe first, then look: whatever happens in between is in the channel.
+    let events = engine.subscribe();
+    let Some(record) = engine.get(id) else {
+        return error(ApiError::new(ErrorCode::NotFound, format!("no job {id}")));
+    };
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let (tx, rx) = mpsc::channel::<Event>(CLIENT_BUFFER);
+    let shutdown = st.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stream_job(engine, id, record.state.is_final(), after, events, &tx) => {}
+            _ = shutdown.cancelled() => {}
+            _ = tx.closed() => {}
+        }
+    });
+    let stream = ReceiverStream::new(rx);
+    Sse::new(futures_util::StreamExt::map(stream, Ok::<_, Infallible>))
+        .keep_alive(keep_alive())
+        .into_response()
+}
+
+/// Sends the job's state, its lines after `after`, live lines, and the result.
+async fn stream_job(
+    engine: JobEngine,
+    id: JobId,
+    already_final: bool,
+    after: u64,
+    mut events: broadcast::Receiver<JobEvent>,
+    tx: &mpsc::Sender<Event>,
+) {
+    let mut last = after;
+    if let Some(rec) = engine.get(id) {
+        let _ = tx
+            .send(
+                Event::default()
+                    .event("state")
+                    .json_data(&rec)
+                    .unwrap_or_default(),
+            )
+            .await;
+    }
+    if refill(&engine, id, &mut last, tx).await.is_err() {
+        return;
+    }
+    if already_final {
+        send_result(&engine, id, tx).await;
+        return;
+    }
+    loop {
+        match events.recv().await {
+            Ok(JobEvent::Log { job_id, line }) if job_id == id => {
+                if line.seq <= last {
+                    continue;
+                }
+                if line.seq > last + 1 && refill(&engine, id, &mut last, tx).await.is_err() {
+                    return;
+                }
+                if line.seq > last {
+                    last = line.seq;
+                    if tx.send(log_event(&line)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(JobEvent::State(rec)) if rec.job_id == id => {
+                let ev = Event::default()
+                    .event("state")
+                    .json_data(&rec)
+                    .unwrap_or_default();
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            Ok(JobEvent::Result(r)) if r.record.job_id == id => {
+                // Lines that raced the result are still in the store or buffer.
+                let _ = refill(&engine, id, &mut last, tx).await;
+                send_result(&engine, id, tx).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if refill(&engine, id, &mut last, tx).await.is_err() {
+                    return;
+                }
+                if engine.get(id).is_some_and(|r| r.state.is_final()) {
+                    send_result(&engine, id, tx).await;
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends every line after `last` still kept, and a `lagged` event for seqs that
+/// are gone. `Err` when the client went away.
+async fn refill(
+    engine: &JobEngine,
+    id: JobId,
+    last: &mut u64,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), ()> {
+    let lines = engine.log(id, *last, usize::MAX).unwrap_or_default();
+    if let Some(first) = lines.first() {
+        if first.seq > *last + 1 {
+            let ev = Event::default()
+                .event("lagged")
+                .json_data(json!({ "missed_from": *last + 1, "missed_to": first.seq - 1 }))
+                .unwrap_or_default();
+            tx.send(ev).await.map_err(|_| ())?;
+        }
+    }
+    for line in lines {
+        *last = line.seq;
+        tx.send(log_event(&line)).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+async fn send_result(engine: &JobEngine, id: JobId, tx: &mpsc::Sender<Event>) {
+    if let Some(result) = engine.result(id) {
+        let _ = tx
+            .send(
+                Event::default()
+                    .event("result")
+                    .json_data(&result)
+                    .unwrap_or_default(),
+            )
+            .await;
+    }
+}
+
+/// Every job state change, for dashboards.
+pub async fn all_events(State(st): State<AppState>, headers: HeaderMap) -> HttpResponse {
+    if let Err(e) = st.service.authorize(bearer(&headers), Role::Read) {
+        return error(e);
+    }
+    let mut events = st.service.engine().subscribe();
+    let (tx, rx) = mpsc::channel::<Event>(CLIENT_BUFFER);
+    let shutdown = st.shutdown.clone();
+    tokio::spawn(async move {
+        let mut seen: std::collections::HashMap<JobId, JobState> = Default::default();
+        loop {
+            let ev = tokio::select! {
+                e = events.recv() => e,
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+            };
+            match ev {
+                Ok(JobEvent::State(rec)) => {
+                    if seen.insert(rec.job_id, rec.state) == Some(rec.state) {
+                        continue;
+                    }
+                    if rec.state.is_final() {
+                        seen.remove(&rec.job_id);
+                    }
+                    let e = Event::default()
+                        .event("state")
+                        .json_data(&rec)
+                        .unwrap_or_default();
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let e = Event::default()
+                        .event("lagged")
+                        .json_data(json!({ "missed_events": n }))
+                        .unwrap_or_default();
+                    if tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Sse::new(futures_util::StreamExt::map(
+        ReceiverStream::new(rx),
+        Ok::<_, Infallible>,
+    ))
+    .keep_alive(keep_alive())
+    .into_response()
+}

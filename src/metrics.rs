@@ -1,0 +1,116 @@
+//! Prometheus metrics. Job and repository figures are taken from job results as
+//! they happen, never by running borg at scrape time (what makes borgmatic
+//! exporters fight over the repository lock); gauges of live state are read from
+//! memory when scraped.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::broadcast;
+
+use crate::jobs::{JobEngine, JobEvent, JobResult, JobState};
+use crate::mqtt::MqttStatus;
+
+/// Installs the process-wide recorder; `None` if one is already installed.
+pub fn install() -> Option<PrometheusHandle> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("bmqtt_job_duration_seconds".into()),
+            &[
+                1.0,
+                5.0,
+                15.0,
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                12.0 * 3600.0,
+            ],
+        )
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// One answered request.
+pub fn request(transport: &'static str, outcome: &str) {
+    metrics::counter!("bmqtt_requests_total", "transport" => transport, "code" => outcome.to_string())
+        .increment(1);
+}
+
+/// One request refused by a rate limit.
+pub fn rate_limited(transport: &'static str) {
+    metrics::counter!("bmqtt_rate_limited_total", "transport" => transport).increment(1);
+}
+
+/// Follows job results for the job and repository metrics.
+pub fn spawn_job_metrics(mut events: broadcast::Receiver<JobEvent>) {
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(JobEvent::Result(r)) => record_result(&r),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+fn record_result(r: &JobResult) {
+    let rec = &r.record;
+    let command = rec.command.clone();
+    metrics::counter!("bmqtt_jobs_total", "command" => command.clone(), "outcome" => rec.state.as_str())
+        .increment(1);
+    let duration = match (rec.started_at, rec.finished_at) {
+        (Some(s), Some(f)) => (f - s).num_milliseconds().max(0) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    metrics::histogram!("bmqtt_job_duration_seconds", "command" => command.clone())
+        .record(duration);
+    let Some(repo) = rec.repository.clone() else {
+        return;
+    };
+    let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning);
+    let data = r.data.as_ref();
+    let dry_run = data
+        .and_then(|d| d.get("dry_run"))
+        .and_then(|v| v.as_bool())
+        == Some(true);
+    if command == "backup/run" && ok && !dry_run {
+        if let Some(done) = rec.finished_at {
+            metrics::gauge!("bmqtt_last_backup_success_timestamp_seconds", "repository" => repo.clone())
+                .set(done.timestamp() as f64);
+        }
+        metrics::gauge!("bmqtt_last_backup_duration_seconds", "repository" => repo.clone())
+            .set(duration);
+        let stat = |k: &str| {
+            data.and_then(|d| d.pointer(&format!("/stats/{k}")))
+                .and_then(|v| v.as_f64())
+        };
+        if let Some(size) = stat("original_size") {
+            metrics::gauge!("bmqtt_last_backup_size_bytes", "repository" => repo.clone()).set(size);
+        }
+        if let Some(size) = stat("deduplicated_size") {
+            metrics::gauge!("bmqtt_last_backup_deduplicated_bytes", "repository" => repo.clone())
+                .set(size);
+        }
+    }
+    if command == "archive/list" && ok {
+        if let Some(n) = data
+            .and_then(|d| d.get("archives"))
+            .and_then(|a| a.as_array())
+        {
+            metrics::gauge!("bmqtt_archives", "repository" => repo).set(n.len() as f64);
+        }
+    }
+}
+
+/// The text exposition, with live gauges refreshed first.
+pub fn render(handle: &PrometheusHandle, engine: &JobEngine, mqtt: Option<&MqttStatus>) -> String {
+    metrics::gauge!("bmqtt_jobs_running").set(engine.count(JobState::Running) as f64);
+    metrics::gauge!("bmqtt_jobs_queued").set(engine.count(JobState::Queued) as f64);
+    if let Some(m) = mqtt {
+        metrics::gauge!("bmqtt_mqtt_connected").set(if m.connected() { 1.0 } else { 0.0 });
+        metrics::gauge!("bmqtt_mqtt_reconnects").set(m.reconnects() as f64);
+    }
+    handle.render()
+}
