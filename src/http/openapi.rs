@@ -85,8 +85,10 @@ fn text(description: &str) -> Value {
 fn sse(description: &str) -> Value {
     json!({
         "200": { "description": description, "content": { "text/event-stream": { "schema": { "type": "string" } } } },
-        "401": { "description": "no or unknown token" },
-        "404": { "description": "no such job" }
+        "400": responses(&[400])["400"],
+        "401": responses(&[401])["401"],
+        "403": responses(&[403])["403"],
+        "404": responses(&[404])["404"]
     })
 }
 
