@@ -62,6 +62,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub jobs: JobSettings,
     pub limits: LimitSettings,
+    pub ssh: SshSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -78,6 +79,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             jobs: JobSettings::default(),
             limits: LimitSettings::default(),
+            ssh: SshSettings::default(),
             repositories: BTreeMap::new(),
         }
     }
@@ -188,6 +190,21 @@ impl Default for HttpSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             metrics_require_token: false,
+        }
+    }
+}
+
+/// Where the SSH keys of remote repositories live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshSettings {
+    pub key_dir: PathBuf,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        Self {
+            key_dir: PathBuf::from("/root/.ssh"),
         }
     }
 }

@@ -53,6 +53,53 @@ impl fmt::Display for RepositoryLabel {
     }
 }
 
+/// The name of an SSH key file under `ssh.key_dir`: the same rules as a label
+/// (`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`), so it cannot leave the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        RepositoryLabel::parse(s).map(|l| Self(l.0)).map_err(|_| {
+            FieldError(format!(
+                "name must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,63}}, got {}",
+                shorten(s)
+            ))
+        })
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A host name or address as it may appear in a repository URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && !s.starts_with('-')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c));
+        if !ok {
+            return Err(FieldError(format!(
+                "host must be a host name or address, got {}",
+                shorten(s)
+            )));
+        }
+        Ok(Self(
+            s.trim_start_matches('[').trim_end_matches(']').to_string(),
+        ))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A client's request id: at most 64 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -288,7 +335,14 @@ macro_rules! string_newtype_conversions {
     )*};
 }
 
-string_newtype_conversions!(ArchiveName, ArchivePath, SubPath, ContainerName);
+string_newtype_conversions!(
+    ArchiveName,
+    ArchivePath,
+    SubPath,
+    ContainerName,
+    KeyName,
+    HostName
+);
 
 /// Quotes a client value for an error message without echoing megabytes of it.
 pub(crate) fn shorten(s: &str) -> String {

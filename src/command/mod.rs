@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 pub(crate) use fields::shorten;
 pub use fields::{
-    ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, JobId, RepositoryLabel,
-    RequestId, SubPath,
+    ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, HostName, JobId, KeyName,
+    RepositoryLabel, RequestId, SubPath,
 };
 pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
@@ -85,15 +85,15 @@ command_names! {
     AioStart => "aio/start", Write, Job, true;
     AioStop => "aio/stop", Admin, Job, true;
     VolumeList => "volume/list", Read, Immediate, true;
-    EmergencyStatus => "emergency/status", Read, Immediate, false;
-    EmergencyStop => "emergency/stop", Admin, Job, false;
-    SshKeyList => "ssh-key/list", Read, Immediate, false;
-    SshKeyShow => "ssh-key/show", Read, Immediate, false;
-    SshKeyCreate => "ssh-key/create", Admin, Immediate, false;
-    SshKeyRotate => "ssh-key/rotate", Admin, Immediate, false;
-    SshKeyDelete => "ssh-key/delete", Admin, Immediate, false;
-    SshKeyTest => "ssh-key/test", Read, Job, false;
-    NetTcpCheck => "net/tcp-check", Read, Immediate, false;
+    EmergencyStatus => "emergency/status", Read, Immediate, true;
+    EmergencyStop => "emergency/stop", Admin, Job, true;
+    SshKeyList => "ssh-key/list", Read, Immediate, true;
+    SshKeyShow => "ssh-key/show", Read, Immediate, true;
+    SshKeyCreate => "ssh-key/create", Admin, Immediate, true;
+    SshKeyRotate => "ssh-key/rotate", Admin, Immediate, true;
+    SshKeyDelete => "ssh-key/delete", Admin, Immediate, true;
+    SshKeyTest => "ssh-key/test", Read, Job, true;
+    NetTcpCheck => "net/tcp-check", Read, Immediate, true;
     SecurityExecPolicy => "security/exec-policy", Read, Immediate, true;
     AuditList => "audit/list", Admin, Immediate, true;
     JobGet => "job/get", Read, Immediate, true;
@@ -176,6 +176,46 @@ pub struct AioBackup {
     pub start_containers: Option<bool>,
     #[serde(default)]
     pub automatic_updates: Option<bool>,
+}
+
+/// `emergency/stop` (admin).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyStop {
+    #[serde(default)]
+    pub restart_aio: bool,
+}
+
+/// `ssh-key/show`, `ssh-key/delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub name: KeyName,
+}
+
+/// `ssh-key/create`, `ssh-key/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    pub name: KeyName,
+    #[serde(default)]
+    pub passphrase: Option<NewPassphrase>,
+}
+
+/// `ssh-key/test`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyTest {
+    pub name: KeyName,
+    pub host: HostName,
+}
+
+/// `net/tcp-check`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpCheck {
+    pub host: HostName,
+    pub port: u16,
 }
 
 /// `audit/list` (admin).
@@ -351,6 +391,15 @@ pub enum Command {
     AioStop(NoFields),
     SecurityExecPolicy(NoFields),
     AuditList(AuditList),
+    EmergencyStatus(NoFields),
+    EmergencyStop(EmergencyStop),
+    SshKeyList(NoFields),
+    SshKeyShow(KeyRef),
+    SshKeyCreate(KeyCreate),
+    SshKeyRotate(KeyCreate),
+    SshKeyDelete(KeyRef),
+    SshKeyTest(KeyTest),
+    NetTcpCheck(TcpCheck),
     JobGet(JobRef),
     JobList(JobListFilter),
     JobCancel(JobRef),
@@ -389,6 +438,15 @@ impl Command {
             CommandName::AioStop => Command::AioStop(from(v)?),
             CommandName::SecurityExecPolicy => Command::SecurityExecPolicy(from(v)?),
             CommandName::AuditList => Command::AuditList(from(v)?),
+            CommandName::EmergencyStatus => Command::EmergencyStatus(from(v)?),
+            CommandName::EmergencyStop => Command::EmergencyStop(from(v)?),
+            CommandName::SshKeyList => Command::SshKeyList(from(v)?),
+            CommandName::SshKeyShow => Command::SshKeyShow(from(v)?),
+            CommandName::SshKeyCreate => Command::SshKeyCreate(from(v)?),
+            CommandName::SshKeyRotate => Command::SshKeyRotate(from(v)?),
+            CommandName::SshKeyDelete => Command::SshKeyDelete(from(v)?),
+            CommandName::SshKeyTest => Command::SshKeyTest(from(v)?),
+            CommandName::NetTcpCheck => Command::NetTcpCheck(from(v)?),
             CommandName::JobGet => Command::JobGet(from(v)?),
             CommandName::JobList => Command::JobList(from(v)?),
             CommandName::JobCancel => Command::JobCancel(from(v)?),
@@ -430,6 +488,15 @@ impl Command {
             Command::AioStop(_) => CommandName::AioStop,
             Command::SecurityExecPolicy(_) => CommandName::SecurityExecPolicy,
             Command::AuditList(_) => CommandName::AuditList,
+            Command::EmergencyStatus(_) => CommandName::EmergencyStatus,
+            Command::EmergencyStop(_) => CommandName::EmergencyStop,
+            Command::SshKeyList(_) => CommandName::SshKeyList,
+            Command::SshKeyShow(_) => CommandName::SshKeyShow,
+            Command::SshKeyCreate(_) => CommandName::SshKeyCreate,
+            Command::SshKeyRotate(_) => CommandName::SshKeyRotate,
+            Command::SshKeyDelete(_) => CommandName::SshKeyDelete,
+            Command::SshKeyTest(_) => CommandName::SshKeyTest,
+            Command::NetTcpCheck(_) => CommandName::NetTcpCheck,
             Command::JobGet(_) => CommandName::JobGet,
             Command::JobList(_) => CommandName::JobList,
             Command::JobCancel(_) => CommandName::JobCancel,
@@ -473,6 +540,15 @@ impl Command {
             | Command::AioStop(_)
             | Command::SecurityExecPolicy(_)
             | Command::AuditList(_)
+            | Command::EmergencyStatus(_)
+            | Command::EmergencyStop(_)
+            | Command::SshKeyList(_)
+            | Command::SshKeyShow(_)
+            | Command::SshKeyCreate(_)
+            | Command::SshKeyRotate(_)
+            | Command::SshKeyDelete(_)
+            | Command::SshKeyTest(_)
+            | Command::NetTcpCheck(_)
             | Command::JobGet(_)
             | Command::JobList(_)
             | Command::JobCancel(_) => None,
@@ -637,6 +713,17 @@ mod tests {
                 json!({"container": "x", "command": ["/a"], "env": {"A": 1}}),
             ),
             ("aio/backup", json!({"check": "yes"})),
+            ("ssh-key/show", json!({"name": "../id_rsa"})),
+            (
+                "ssh-key/create",
+                json!({"name": "k", "passphrase": "short"}),
+            ),
+            (
+                "net/tcp-check",
+                json!({"host": "-oProxyCommand=x", "port": 22}),
+            ),
+            ("net/tcp-check", json!({"host": "h", "port": 70000})),
+            ("emergency/stop", json!({"restart_aio": "yes"})),
             (
                 "archive/list",
                 json!({"repository": "nc", "source": "elsewhere"}),

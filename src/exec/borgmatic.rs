@@ -389,7 +389,7 @@ fn eq_path(flag: &str, value: &Path) -> OsString {
 
 /// Environment that makes ssh ask this binary (in askpass mode) for a key
 /// passphrase; the secret travels in the environment, never in argv.
-fn askpass_env(passphrase: &Secret) -> Vec<(String, Secret)> {
+pub fn askpass_env(passphrase: &Secret) -> Vec<(String, Secret)> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "borgmatic-mqtt".into());
@@ -437,6 +437,11 @@ impl BorgmaticTask {
     /// The argv it will run (tests and logs; holds no secret by construction).
     pub fn args(&self) -> &[OsString] {
         &self.spec.args
+    }
+
+    /// The process alone, for callers that run it inside a task of their own.
+    pub fn into_spec(self) -> ProcessSpec {
+        self.spec
     }
 }
 

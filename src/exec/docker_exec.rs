@@ -104,13 +104,25 @@ impl Task for ExecTask {
 
 /// Runs the exec, streaming its output; `None` when cancelled.
 async fn run_exec(task: &ExecTask, ctx: &TaskContext) -> Result<Option<i64>, DockerError> {
-    let docker = task.engine.client().await?;
-    let env: Vec<String> = task.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    exec_streaming(&task.engine, &task.container, &task.argv, &task.env, ctx).await
+}
+
+/// Runs one exec (already allowed) with its output in `ctx`'s job log; the exit
+/// code, or `None` when the job was cancelled first.
+pub async fn exec_streaming(
+    engine: &Engine,
+    container: &str,
+    argv: &[String],
+    env: &[(String, String)],
+    ctx: &TaskContext,
+) -> Result<Option<i64>, DockerError> {
+    let docker = engine.client().await?;
+    let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let created = docker
         .create_exec(
-            &task.container,
+            container,
             CreateExecOptions {
-                cmd: Some(task.argv.clone()),
+                cmd: Some(argv.to_vec()),
                 env: Some(env),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),

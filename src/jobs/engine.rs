@@ -35,6 +35,8 @@ pub struct JobSpec {
     pub task: Box<dyn Task>,
     /// Secrets of this job alone (from the request) to scrub from its output.
     pub secrets: Vec<String>,
+    /// Runs at once even when `jobs.max_concurrent` jobs run (emergency stop).
+    pub bypass_limit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -192,9 +194,17 @@ impl JobEngine {
             request_id = spec.request_id.as_ref().map(|r| r.as_str()),
         );
         let shared = self.shared.clone();
-        self.shared
-            .tracker
-            .spawn(run_job(shared, job, spec.task, spec.timeout, spec.locks).instrument(span));
+        self.shared.tracker.spawn(
+            run_job(
+                shared,
+                job,
+                spec.task,
+                spec.timeout,
+                spec.locks,
+                spec.bypass_limit,
+            )
+            .instrument(span),
+        );
         Ok(record)
     }
 
@@ -390,6 +400,11 @@ impl TaskContext {
         let _ = self.shared.events.send(JobEvent::State(record));
     }
 
+    /// The id of the job this task runs as.
+    pub fn job_id(&self) -> JobId {
+        lock(&self.job.record).job_id
+    }
+
     /// The secret scrubber, for tasks that build messages from output.
     pub fn redactor(&self) -> &Redactor {
         &self.job.redactor
@@ -402,10 +417,16 @@ async fn run_job(
     task: Box<dyn Task>,
     timeout: Duration,
     locks: Vec<String>,
+    bypass_limit: bool,
 ) {
-    let permit = tokio::select! {
-        p = shared.permits.clone().acquire_owned() => p.ok(),
-        _ = job.cancel.cancelled() => None,
+    let permit = if bypass_limit {
+        // A permit of its own: never waits behind the jobs it may have to stop.
+        Arc::new(Semaphore::new(1)).acquire_owned().await.ok()
+    } else {
+        tokio::select! {
+            p = shared.permits.clone().acquire_owned() => p.ok(),
+            _ = job.cancel.cancelled() => None,
+        }
     };
     let outcome = match permit {
         None => None,
@@ -546,6 +567,7 @@ mod tests {
             timeout,
             task: Box::new(task),
             secrets: vec![],
+            bypass_limit: false,
         }
     }
 

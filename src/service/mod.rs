@@ -27,6 +27,7 @@ use crate::jobs::{repo_lock, CancelReason, JobEngine, JobSpec, SubmitError, Task
 mod aio_cmds;
 pub mod audit;
 mod limits;
+mod ops_cmds;
 
 pub use audit::AuditRecord;
 
@@ -357,7 +358,8 @@ impl Service {
         rid: Option<RequestId>,
         secrets: RequestSecrets,
     ) -> Result<Response, ApiError> {
-        if !secrets.is_empty() && cmd.repository().is_none() {
+        let ssh_key_test_secret = matches!(cmd, Command::SshKeyTest(_)) && secrets.borg.is_none();
+        if !secrets.is_empty() && cmd.repository().is_none() && !ssh_key_test_secret {
             return Err(ApiError::invalid(format!(
                 "{} takes no borg_passphrase or ssh_passphrase",
                 cmd.name()
@@ -473,6 +475,15 @@ impl Service {
             | Command::AioStart(_)
             | Command::AioStop(_)
             | Command::SecurityExecPolicy(_) => return self.execute_docker(cmd, rid).await,
+            Command::EmergencyStatus(_)
+            | Command::EmergencyStop(_)
+            | Command::SshKeyList(_)
+            | Command::SshKeyShow(_)
+            | Command::SshKeyCreate(_)
+            | Command::SshKeyRotate(_)
+            | Command::SshKeyDelete(_)
+            | Command::SshKeyTest(_)
+            | Command::NetTcpCheck(_) => return self.execute_ops(cmd, rid, secrets.ssh).await,
             Command::AuditList(a) => {
                 let limit = a
                     .limit
@@ -676,6 +687,7 @@ impl Service {
             timeout: self.settings.jobs.timeout_for(name.as_str()),
             task,
             secrets,
+            bypass_limit: name == CommandName::EmergencyStop,
         };
         match self.engine.submit(spec) {
             Ok(record) => Ok(Response::ok(rid, Some(record.job_id), to_value(&record))),
