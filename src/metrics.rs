@@ -94,6 +94,18 @@ fn record_result(r: &JobResult) {
                 .set(size);
         }
     }
+    if command == "backup/verify" {
+        if let Some(done) = rec.finished_at {
+            metrics::gauge!("bmqtt_last_verify_timestamp_seconds", "repository" => repo.clone())
+                .set(done.timestamp() as f64);
+        }
+        let verified = data
+            .and_then(|d| d.get("verified"))
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        metrics::gauge!("bmqtt_last_verify_success", "repository" => repo.clone())
+            .set(if verified { 1.0 } else { 0.0 });
+    }
     if command == "archive/list" && ok {
         if let Some(n) = data
             .and_then(|d| d.get("archives"))

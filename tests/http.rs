@@ -169,7 +169,7 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
             "invalid",
         ),
         (
-            "emergency/status",
+            "container/list",
             Some(READ_TOKEN),
             json!({}),
             StatusCode::SERVICE_UNAVAILABLE,

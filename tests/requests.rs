@@ -154,12 +154,6 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
             "invalid",
             "token must be a string",
         ),
-        (
-            "emergency/status",
-            json!({"token": READ_TOKEN}),
-            "unavailable",
-            "not available in this version",
-        ),
     ];
     for (command, body, code, needle) in cases {
         let (got, message) = error_of(&c, &base, command, body.clone()).await;

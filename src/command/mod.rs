@@ -60,7 +60,7 @@ macro_rules! command_names {
 
 command_names! {
     BackupRun => "backup/run", Write, Job, true;
-    BackupVerify => "backup/verify", Write, Job, false;
+    BackupVerify => "backup/verify", Write, Job, true;
     ArchiveList => "archive/list", Read, Job, true;
     ArchiveInfo => "archive/info", Read, Job, true;
     ArchiveExtract => "archive/extract", Write, Job, true;
@@ -118,6 +118,22 @@ pub struct BackupRun {
     pub stats: bool,
     #[serde(default = "yes")]
     pub progress: bool,
+}
+
+/// `backup/verify`: the restore drill.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupVerify {
+    pub repository: RepositoryLabel,
+    /// Default: the newest archive.
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+    /// Files to sample (1 to 10,000; default 50).
+    #[serde(default)]
+    pub sample: Option<u32>,
+    /// Most bytes to extract (default 1 GiB).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// `archive/list`: borgmatic `repo-list --json`.
@@ -365,6 +381,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     BackupRun(BackupRun),
+    BackupVerify(BackupVerify),
     ArchiveList(ArchiveList),
     ArchiveInfo(ArchiveInfo),
     ArchiveExtract(ArchiveExtract),
@@ -412,6 +429,16 @@ impl Command {
         let v = Value::Object(fields);
         Ok(match name {
             CommandName::BackupRun => Command::BackupRun(from(v)?),
+            CommandName::BackupVerify => {
+                let c: BackupVerify = from(v)?;
+                if c.sample.is_some_and(|n| !(1..=10_000).contains(&n)) {
+                    return Err(ApiError::invalid("sample must be 1 to 10000"));
+                }
+                if c.max_bytes == Some(0) {
+                    return Err(ApiError::invalid("max_bytes must be at least 1"));
+                }
+                Command::BackupVerify(c)
+            }
             CommandName::ArchiveList => Command::ArchiveList(from(v)?),
             CommandName::ArchiveInfo => Command::ArchiveInfo(from(v)?),
             CommandName::ArchiveExtract => Command::ArchiveExtract(from(v)?),
@@ -450,18 +477,13 @@ impl Command {
             CommandName::JobGet => Command::JobGet(from(v)?),
             CommandName::JobList => Command::JobList(from(v)?),
             CommandName::JobCancel => Command::JobCancel(from(v)?),
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("{other} is part of the contract but not available in this version"),
-                ))
-            }
         })
     }
 
     pub fn name(&self) -> CommandName {
         match self {
             Command::BackupRun(_) => CommandName::BackupRun,
+            Command::BackupVerify(_) => CommandName::BackupVerify,
             Command::ArchiveList(_) => CommandName::ArchiveList,
             Command::ArchiveInfo(_) => CommandName::ArchiveInfo,
             Command::ArchiveExtract(_) => CommandName::ArchiveExtract,
@@ -516,6 +538,7 @@ impl Command {
     pub fn repository(&self) -> Option<&RepositoryLabel> {
         match self {
             Command::BackupRun(c) => Some(&c.repository),
+            Command::BackupVerify(c) => Some(&c.repository),
             Command::ArchiveList(c) => Some(&c.repository),
             Command::ArchiveInfo(c) => Some(&c.repository),
             Command::ArchiveExtract(c) => Some(&c.repository),
@@ -714,6 +737,11 @@ mod tests {
             ),
             ("aio/backup", json!({"check": "yes"})),
             ("ssh-key/show", json!({"name": "../id_rsa"})),
+            ("backup/verify", json!({"repository": "nc", "sample": 0})),
+            (
+                "backup/verify",
+                json!({"repository": "nc", "max_bytes": -1}),
+            ),
             (
                 "ssh-key/create",
                 json!({"name": "k", "passphrase": "short"}),

@@ -116,6 +116,15 @@ pub struct JobSecrets {
 /// One borgmatic operation, with its arguments already validated and resolved.
 #[derive(Debug, Clone)]
 pub enum Action {
+    /// `check --only archives` of one archive (plus `spot` when asked).
+    CheckArchive {
+        archive: ArchiveName,
+        spot: bool,
+    },
+    /// The archive's files as JSON lines on stdout.
+    ListFiles {
+        archive: ArchiveName,
+    },
     Create {
         dry_run: bool,
         stats: bool,
@@ -352,6 +361,22 @@ impl Borgmatic {
                 )
             }
             Action::ValidateConfig => (args(&["config", "validate"]), Output::Static(json!({}))),
+            Action::CheckArchive { archive, spot } => {
+                let mut a = args(&["check", "--force", "--only", "archives"]);
+                if spot {
+                    a.extend(args(&["--only", "spot"]));
+                }
+                a.push(eq("--match-archives", archive.as_str()));
+                (a, Output::Static(json!({})))
+            }
+            Action::ListFiles { archive } => (
+                vec![
+                    "list".into(),
+                    eq("--archive", archive.as_str()),
+                    "--json".into(),
+                ],
+                Output::Json,
+            ),
         };
         if self.log_json {
             global.push("--log-json".into());
@@ -458,100 +483,129 @@ struct Observed {
     last_progress: Option<std::time::Instant>,
 }
 
+/// What one borgmatic run left behind, before it is judged.
+pub struct RunResult {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    /// borgmatic treated borg's exit code as a warning.
+    pub warned: bool,
+    /// The first line that names an error.
+    pub first_error: Option<String>,
+    /// borg met a lock held by another process.
+    pub lock_held: bool,
+}
+
+impl BorgmaticTask {
+    /// Runs borgmatic inside a task of the caller's (several steps in one job):
+    /// lines rendered into `ctx`'s log, progress published, nothing judged yet.
+    pub async fn run_inline(self, ctx: &TaskContext) -> Result<RunResult, process::ProcessError> {
+        let mut spec = self.spec;
+        // borgmatic cleans up `<runtime base>/borgmatic-*/borgmatic/bootstrap` with a
+        // glob, deleting the manifest of any other borgmatic running at the same
+        // time (a spurious borg warning). A private base per job keeps concurrent
+        // jobs apart; it is removed when the job ends.
+        let runtime = private_runtime_dir(&self.runtime_root);
+        if let Some(dir) = &runtime {
+            let path = dir.path().display().to_string();
+            spec.env
+                .push(("XDG_RUNTIME_DIR".into(), Secret::new(path.clone())));
+            spec.env.push(("TMPDIR".into(), Secret::new(path)));
+        }
+        let observed = std::sync::Mutex::new(Observed::default());
+        let log_json = self.log_json;
+        let on_line = |stream: Stream, raw: &str| {
+            let rendered = if log_json {
+                borgmatic_log::render(raw)
+            } else {
+                borgmatic_log::Rendered {
+                    text: Some(raw.to_string()),
+                    progress: None,
+                }
+            };
+            let mut publish = None;
+            if let Ok(mut o) = observed.lock() {
+                if let Some(text) = &rendered.text {
+                    o.warned |= is_warning(text);
+                    if text.contains("Failed to create/acquire the lock") {
+                        o.lock_held = true;
+                    }
+                    if stream == Stream::Stderr
+                        && o.first_error.is_none()
+                        && is_error_summary(text)
+                        && looks_like_error(text)
+                    {
+                        o.first_error = Some(text.clone());
+                    }
+                }
+                if let Some(p) = rendered.progress {
+                    o.progress.extend(p);
+                    let due = o
+                        .last_progress
+                        .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+                    if due {
+                        o.last_progress = Some(std::time::Instant::now());
+                        publish = Some(Value::Object(o.progress.clone()));
+                    }
+                }
+            }
+            if let Some(text) = rendered.text {
+                ctx.line(stream, &text);
+            }
+            if let Some(p) = publish {
+                ctx.progress(p);
+            }
+        };
+        let out = process::run(&spec, &ctx.cancel, &on_line).await?;
+        drop(runtime);
+        let o = observed.into_inner().unwrap_or_default();
+        Ok(RunResult {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            warned: o.warned,
+            first_error: o.first_error,
+            lock_held: o.lock_held,
+        })
+    }
+}
+
+impl RunResult {
+    /// Why a failed run failed, in words.
+    pub fn failure(&self) -> String {
+        if self.lock_held {
+            "the repository is locked by another borg process; repo/lock-status names the holder, repo/break-lock (admin) removes a stale lock".into()
+        } else {
+            let detail = self
+                .first_error
+                .as_ref()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            format!("borgmatic exited with code {}{detail}", self.exit_code)
+        }
+    }
+}
+
 impl Task for BorgmaticTask {
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
         Box::pin(async move {
-            let mut spec = self.spec;
-            // borgmatic cleans up `<runtime base>/borgmatic-*/borgmatic/bootstrap` with a
-            // glob, deleting the manifest of any other borgmatic running at the same
-            // time (a spurious borg warning). A private base per job keeps concurrent
-            // jobs apart; it is removed when the job ends.
-            let runtime = private_runtime_dir(&self.runtime_root);
-            if let Some(dir) = &runtime {
-                let path = dir.path().display().to_string();
-                spec.env
-                    .push(("XDG_RUNTIME_DIR".into(), Secret::new(path.clone())));
-                spec.env.push(("TMPDIR".into(), Secret::new(path)));
-            }
-            let observed = std::sync::Mutex::new(Observed::default());
-            let log_json = self.log_json;
-            let on_line = |stream: Stream, raw: &str| {
-                let rendered = if log_json {
-                    borgmatic_log::render(raw)
-                } else {
-                    borgmatic_log::Rendered {
-                        text: Some(raw.to_string()),
-                        progress: None,
-                    }
-                };
-                let mut publish = None;
-                if let Ok(mut o) = observed.lock() {
-                    if let Some(text) = &rendered.text {
-                        o.warned |= is_warning(text);
-                        if text.contains("Failed to create/acquire the lock") {
-                            o.lock_held = true;
-                        }
-                        if stream == Stream::Stderr
-                            && o.first_error.is_none()
-                            && is_error_summary(text)
-                            && looks_like_error(text)
-                        {
-                            o.first_error = Some(text.clone());
-                        }
-                    }
-                    if let Some(p) = rendered.progress {
-                        o.progress.extend(p);
-                        let due = o
-                            .last_progress
-                            .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-                        if due {
-                            o.last_progress = Some(std::time::Instant::now());
-                            publish = Some(Value::Object(o.progress.clone()));
-                        }
-                    }
-                }
-                if let Some(text) = rendered.text {
-                    ctx.line(stream, &text);
-                }
-                if let Some(p) = publish {
-                    ctx.progress(p);
-                }
-            };
-            let out = match process::run(&spec, &ctx.cancel, &on_line).await {
-                Ok(out) => out,
+            let output = self.output.clone();
+            let run = match (*self).run_inline(&ctx).await {
+                Ok(r) => r,
                 Err(e) => return TaskOutcome::failed(e.to_string()),
             };
-            drop(runtime);
-            let observed = observed.into_inner().unwrap_or_default();
-            let data = parse_output(&self.output, &out.stdout);
-            let (state, error) = if out.exit_code == 0 {
-                let state = if observed.warned {
+            let data = parse_output(&output, &run.stdout);
+            let (state, error) = if run.exit_code == 0 {
+                let state = if run.warned {
                     JobState::Warning
                 } else {
                     JobState::Succeeded
                 };
                 (state, None)
-            } else if observed.lock_held {
-                (
-                    JobState::Failed,
-                    Some("the repository is locked by another borg process; repo/lock-status names the holder, repo/break-lock (admin) removes a stale lock".to_string()),
-                )
             } else {
-                let detail = observed
-                    .first_error
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default();
-                (
-                    JobState::Failed,
-                    Some(format!(
-                        "borgmatic exited with code {}{detail}",
-                        out.exit_code
-                    )),
-                )
+                (JobState::Failed, Some(run.failure()))
             };
             TaskOutcome {
                 state,
-                exit_code: Some(out.exit_code),
+                exit_code: Some(run.exit_code),
                 data,
                 error,
             }
@@ -592,7 +646,7 @@ fn is_error_summary(line: &str) -> bool {
 }
 
 /// The first JSON value on stdout (borgmatic may append text after it).
-fn first_json(stdout: &[u8]) -> Option<Value> {
+pub fn first_json(stdout: &[u8]) -> Option<Value> {
     let start = stdout.iter().position(|b| *b == b'[' || *b == b'{')?;
     serde_json::Deserializer::from_slice(&stdout[start..])
         .into_iter::<Value>()

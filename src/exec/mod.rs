@@ -7,3 +7,4 @@ pub mod docker_exec;
 pub mod policy;
 pub mod process;
 pub mod roots;
+pub mod verify;

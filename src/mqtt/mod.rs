@@ -331,6 +331,48 @@ async fn publish_task(
     }
 }
 
+/// The retained `last/<repository>/backup|verify` summary a result gives, if any
+/// (dry runs leave the last real backup in place).
+fn last_summary(r: &crate::jobs::JobResult) -> Option<(String, &'static str, serde_json::Value)> {
+    let rec = &r.record;
+    let repo = rec.repository.clone()?;
+    let data = r.data.clone().unwrap_or(serde_json::Value::Null);
+    let duration = match (rec.started_at, rec.finished_at) {
+        (Some(s), Some(f)) => Some((f - s).num_milliseconds() as f64 / 1000.0),
+        _ => None,
+    };
+    let base = serde_json::json!({
+        "job_id": rec.job_id,
+        "state": rec.state,
+        "finished_at": rec.finished_at,
+        "duration_secs": duration,
+        "error": rec.error,
+    });
+    let mut summary = base;
+    match rec.command.as_str() {
+        "backup/run" if data["dry_run"] != true => {
+            summary["archive"] = data["archive"].clone();
+            summary["stats"] = data["stats"].clone();
+            Some((repo, "backup", summary))
+        }
+        "backup/verify" => {
+            for k in [
+                "verified",
+                "archive",
+                "sampled",
+                "matched",
+                "mismatched",
+                "changed",
+                "missing",
+            ] {
+                summary[k] = data[k].clone();
+            }
+            Some((repo, "verify", summary))
+        }
+        _ => None,
+    }
+}
+
 async fn publish_event(
     client: &AsyncClient,
     topics: &Topics,
@@ -366,6 +408,16 @@ async fn publish_event(
         }
         JobEvent::Result(result) => {
             last_state.remove(&result.record.job_id);
+            if let Some((repo, kind, summary)) = last_summary(&result) {
+                let _ = client
+                    .publish(
+                        topics.last(&repo, kind),
+                        QoS::AtLeastOnce,
+                        true,
+                        summary.to_string(),
+                    )
+                    .await;
+            }
             let payload = serde_json::to_vec(&result).unwrap_or_default();
             client
                 .publish(

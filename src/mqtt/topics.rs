@@ -50,6 +50,10 @@ impl Topics {
     pub fn job_result(&self, id: JobId) -> String {
         format!("{}/jobs/{id}/result", self.base)
     }
+    /// Retained summary of a repository's last `backup` or `verify`.
+    pub fn last(&self, repository: &str, kind: &str) -> String {
+        format!("{}/last/{repository}/{kind}", self.base)
+    }
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
     }

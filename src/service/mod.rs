@@ -375,6 +375,32 @@ impl Service {
                     progress: c.progress,
                 },
             ),
+            Command::BackupVerify(c) => {
+                let repo = self.repository(&c.repository)?;
+                let secrets_for_job = self.job_secrets(&c.repository, &secrets)?;
+                let spot = load(&repo)
+                    .ok()
+                    .and_then(|cfg| cfg.doc.get("checks").cloned())
+                    .and_then(|v| v.as_array().cloned())
+                    .is_some_and(|checks| checks.iter().any(|c| c["name"] == "spot"));
+                let task = crate::exec::verify::VerifyTask {
+                    borgmatic: self.borgmatic.clone(),
+                    repo,
+                    secrets: secrets_for_job,
+                    archive: c.archive,
+                    sample: c.sample.unwrap_or(50) as usize,
+                    max_bytes: c.max_bytes.unwrap_or(1 << 30),
+                    restore_root: self.settings.borgmatic.restore_root.clone(),
+                    spot,
+                };
+                return self.submit(
+                    name,
+                    Some(c.repository),
+                    rid,
+                    Box::new(task),
+                    secrets.values(),
+                );
+            }
             Command::ArchiveList(c) if c.source == crate::command::ArchiveSource::Aio => {
                 return self.aio_archive_list(c, rid).await;
             }
