@@ -63,6 +63,7 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub limits: LimitSettings,
     pub ssh: SshSettings,
+    pub homeassistant: HomeAssistantSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -80,6 +81,7 @@ impl Default for Settings {
             jobs: JobSettings::default(),
             limits: LimitSettings::default(),
             ssh: SshSettings::default(),
+            homeassistant: HomeAssistantSettings::default(),
             repositories: BTreeMap::new(),
         }
     }
@@ -190,6 +192,25 @@ impl Default for HttpSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             metrics_require_token: false,
+        }
+    }
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantSettings {
+    /// Publish discovery configs and accept button presses on `<base>/ha/…`.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix.
+    pub prefix: String,
+}
+
+impl Default for HomeAssistantSettings {
+    fn default() -> Self {
+        Self {
+            discovery: false,
+            prefix: "homeassistant".into(),
         }
     }
 }

@@ -187,6 +187,7 @@ async fn command(
             body: &body,
             retained: false,
             bearer: bearer(&headers),
+            trusted: None,
         })
         .await;
     respond(resp, kind)
@@ -211,6 +212,7 @@ async fn as_command(
             body: &body,
             retained: false,
             bearer: bearer(headers),
+            trusted: None,
         })
         .await;
     respond(resp, Kind::Immediate)

@@ -9,6 +9,7 @@
 //!   [`Service`] answer, and publishes exactly one response.
 //! - the **publisher** turns job events into `jobs/<id>/…` and `events` messages.
 
+pub mod discovery;
 mod options;
 pub mod topics;
 
@@ -79,11 +80,22 @@ impl Mqtt {
         let events = service.engine().subscribe();
         service.engine().announce_all();
 
+        let ha = Arc::new(HaConfig {
+            enabled: settings.homeassistant.discovery,
+            prefix: settings
+                .homeassistant
+                .prefix
+                .trim_end_matches('/')
+                .to_string(),
+            node: settings.node_id(),
+            state_file: settings.state_dir.join("ha-discovery.json"),
+        });
         let connection = tokio::spawn(connection_task(
             eventloop,
             client.clone(),
             topics.clone(),
             service.clone(),
+            ha.clone(),
             status.clone(),
             req_tx,
             Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
@@ -94,6 +106,7 @@ impl Mqtt {
             client.clone(),
             topics.clone(),
             service,
+            ha,
             stop_dispatch.clone(),
         ));
         let log_qos = if settings.jobs.log_qos == 0 {
@@ -149,12 +162,63 @@ impl Mqtt {
     }
 }
 
+/// Home Assistant discovery settings the tasks share.
+struct HaConfig {
+    enabled: bool,
+    prefix: String,
+    node: String,
+    /// Labels published last time, so vanished repositories can be removed.
+    state_file: std::path::PathBuf,
+}
+
+impl HaConfig {
+    fn birth_topic(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+}
+
+/// Publishes every repository's discovery configs and removes those of
+/// repositories that are gone since the last time.
+async fn publish_discovery(
+    client: &AsyncClient,
+    topics: &Topics,
+    ha: &HaConfig,
+    labels: &[String],
+) {
+    let before: Vec<String> = std::fs::read(&ha.state_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut messages = Vec::new();
+    for gone in before.iter().filter(|l| !labels.contains(l)) {
+        messages.extend(discovery::removals(&ha.prefix, &ha.node, gone));
+    }
+    for label in labels {
+        messages.extend(discovery::entities(&ha.prefix, &ha.node, topics, label));
+    }
+    for m in messages {
+        let payload = m.payload.map(|p| p.to_string()).unwrap_or_default();
+        if let Err(e) = client
+            .publish(m.topic, QoS::AtLeastOnce, true, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish a discovery config");
+        }
+    }
+    if let Ok(json) = serde_json::to_vec(labels) {
+        if let Err(e) = std::fs::write(&ha.state_file, json) {
+            tracing::warn!(error = %e, "could not remember the published discovery configs");
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn connection_task(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
     service: Arc<Service>,
+    ha: Arc<HaConfig>,
     status: Arc<MqttStatus>,
     requests: mpsc::UnboundedSender<Publish>,
     max_backoff: Duration,
@@ -173,11 +237,28 @@ async fn connection_task(
                 backoff = Duration::from_millis(250);
                 tracing::info!("connected to the MQTT broker");
                 // Never await the client inside the loop that drives it.
-                let (client, topics, service) = (client.clone(), topics.clone(), service.clone());
+                let (client, topics, service, ha) =
+                    (client.clone(), topics.clone(), service.clone(), ha.clone());
                 tokio::spawn(async move {
                     let info = service.info().await;
+                    let labels: Vec<String> = info["repositories"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect();
                     if let Err(e) = on_connected(&client, &topics, info).await {
                         tracing::warn!(error = %e, "could not announce the worker");
+                    }
+                    if ha.enabled {
+                        let subs = [
+                            Filter::new(ha.birth_topic(), QoS::AtLeastOnce),
+                            Filter::new(topics.ha_buttons_filter(), QoS::AtLeastOnce),
+                        ];
+                        if let Err(e) = client.subscribe_many(subs).await {
+                            tracing::warn!(error = %e, "could not subscribe for Home Assistant");
+                        }
+                        publish_discovery(&client, &topics, &ha, &labels).await;
                     }
                 });
             }
@@ -212,6 +293,31 @@ async fn connection_task(
     }
 }
 
+/// A Home Assistant button press: the same request as `backup/run` or
+/// `backup/verify` with the write role (the broker ACL guards the topic).
+async fn ha_button(service: &Service, repository: &str, action: &str) {
+    let command = match action {
+        "run" => "backup/run",
+        "verify" => "backup/verify",
+        _ => return,
+    };
+    let body = serde_json::json!({ "repository": repository }).to_string();
+    let resp = service
+        .handle(Request {
+            transport: crate::service::Transport::Mqtt,
+            client: Some("homeassistant"),
+            command,
+            body: body.as_bytes(),
+            retained: false,
+            bearer: None,
+            trusted: Some(crate::auth::Role::Write),
+        })
+        .await;
+    if let Some(e) = &resp.error {
+        tracing::warn!(code = e.code.as_str(), message = %e.message, "a Home Assistant button was refused");
+    }
+}
+
 async fn on_connected(
     client: &AsyncClient,
     topics: &Topics,
@@ -237,6 +343,7 @@ async fn dispatch_task(
     client: AsyncClient,
     topics: Topics,
     service: Arc<Service>,
+    ha: Arc<HaConfig>,
     stop: CancellationToken,
 ) {
     loop {
@@ -247,6 +354,25 @@ async fn dispatch_task(
         let Ok(topic) = std::str::from_utf8(&p.topic) else {
             continue;
         };
+        if ha.enabled && topic == ha.birth_topic() {
+            // Home Assistant (re)started: it forgot non-retained state, so announce again.
+            if p.payload.as_ref() == b"online" {
+                let labels: Vec<String> = service.info().await["repositories"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                publish_discovery(&client, &topics, &ha, &labels).await;
+            }
+            continue;
+        }
+        if let Some((repository, action)) = topics.parse_ha_button(topic) {
+            if ha.enabled && !p.retain {
+                ha_button(&service, repository, action).await;
+            }
+            continue;
+        }
         let Some(command) = topics.parse_command(topic) else {
             continue;
         };
@@ -266,6 +392,7 @@ async fn dispatch_task(
                 body: &p.payload,
                 retained: p.retain,
                 bearer,
+                trusted: None,
             })
             .await;
         let reply_to = props
@@ -384,6 +511,18 @@ async fn publish_event(
         JobEvent::State(rec) => {
             let payload = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
             let changed = last_state.insert(rec.job_id, rec.state) != Some(rec.state);
+            if (changed && rec.state == JobState::Running) || rec.state.is_final() {
+                if let Some(repo) = &rec.repository {
+                    let on = if rec.state == JobState::Running {
+                        "ON"
+                    } else {
+                        "OFF"
+                    };
+                    let _ = client
+                        .publish(topics.running(repo), QoS::AtLeastOnce, true, on)
+                        .await;
+                }
+            }
             let r = client
                 .publish_bytes(
                     topics.job_state(rec.job_id),

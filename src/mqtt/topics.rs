@@ -54,6 +54,23 @@ impl Topics {
     pub fn last(&self, repository: &str, kind: &str) -> String {
         format!("{}/last/{repository}/{kind}", self.base)
     }
+    /// Retained `ON`/`OFF`: a job runs on the repository.
+    pub fn running(&self, repository: &str) -> String {
+        format!("{}/repos/{repository}/running", self.base)
+    }
+    /// Where a Home Assistant button presses (`run` or `verify`).
+    pub fn ha_button(&self, repository: &str, action: &str) -> String {
+        format!("{}/ha/{repository}/{action}", self.base)
+    }
+    pub fn ha_buttons_filter(&self) -> String {
+        format!("{}/ha/+/+", self.base)
+    }
+    /// `<base>/ha/<repository>/<action>` → `(repository, action)`.
+    pub fn parse_ha_button<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/ha/")?;
+        let (repo, action) = rest.split_once('/')?;
+        (!repo.is_empty() && !action.contains('/')).then_some((repo, action))
+    }
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
     }

@@ -25,6 +25,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-AAAA";
 pub const WORKER_PASSWORD: &str = "worker-broker-password-5678";
 pub const CLIENT_PASSWORD: &str = "client-broker-password-1234";
 pub const PASSPHRASE: &str = "borg-passphrase-never-shown-9876";
+pub const HA_PASSWORD: &str = "homeassistant-broker-password-42";
 
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -38,6 +39,7 @@ pub fn secrets() -> Vec<&'static str> {
         WORKER_PASSWORD,
         CLIENT_PASSWORD,
         PASSPHRASE,
+        HA_PASSWORD,
     ]
 }
 
@@ -102,9 +104,13 @@ impl Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let pw = dir.path().join("passwd");
-        for (i, (user, pass)) in [("worker", WORKER_PASSWORD), ("client", CLIENT_PASSWORD)]
-            .iter()
-            .enumerate()
+        for (i, (user, pass)) in [
+            ("worker", WORKER_PASSWORD),
+            ("client", CLIENT_PASSWORD),
+            ("homeassistant", HA_PASSWORD),
+        ]
+        .iter()
+        .enumerate()
         {
             let mut c = Command::new("mosquitto_passwd");
             if i == 0 {
@@ -120,7 +126,8 @@ impl Broker {
         std::fs::write(
             dir.path().join("acl"),
             "user worker\ntopic readwrite test/#\n\n\
-             user client\ntopic write test/+/cmd/#\ntopic read test/#\n",
+             user client\ntopic write test/+/cmd/#\ntopic read test/#\n\n\
+             user homeassistant\ntopic write test/+/ha/#\ntopic write test/+/homeassistant/status\ntopic read test/#\n",
         )
         .unwrap();
         // Running as root, Mosquitto drops to user `mosquitto` and could not read the
