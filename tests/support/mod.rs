@@ -94,6 +94,16 @@ impl Broker {
         Self::start_with(true)
     }
 
+    /// A handle for a broker started elsewhere (connection details only).
+    pub fn at_port(port: u16) -> Broker {
+        Broker {
+            port,
+            tls_port: None,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        }
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
     }
@@ -593,6 +603,8 @@ pub struct Client {
     pub client: AsyncClient,
     tx: broadcast::Sender<Msg>,
     subacks: broadcast::Sender<()>,
+    /// Whether each PubAck said the publish was authorised.
+    pubacks: broadcast::Sender<bool>,
     pub seen: Arc<Mutex<Vec<Msg>>>,
 }
 
@@ -614,6 +626,8 @@ impl Client {
         let seen2 = seen.clone();
         let (subacks, _) = broadcast::channel(64);
         let subacks2 = subacks.clone();
+        let (pubacks, _) = broadcast::channel(64);
+        let pubacks2 = pubacks.clone();
         tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
@@ -625,6 +639,10 @@ impl Client {
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         let _ = subacks2.send(());
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        use rumqttc::v5::mqttbytes::v5::PubAckReason;
+                        let _ = pubacks2.send(!matches!(a.reason, PubAckReason::NotAuthorized));
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let m = Msg {
@@ -649,6 +667,7 @@ impl Client {
             client,
             tx,
             subacks,
+            pubacks,
             seen,
         }
     }
@@ -665,6 +684,20 @@ impl Client {
             .await
             .expect("no SubAck")
             .unwrap();
+    }
+
+    /// Publishes at QoS 1 and returns whether the broker authorised it (the PubAck's
+    /// reason code; MQTT v5). One at a time per client.
+    pub async fn publish_authorized(&self, topic: &str, payload: &str) -> bool {
+        let mut acks = self.pubacks.subscribe();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, acks.recv())
+            .await
+            .expect("no PubAck")
+            .unwrap()
     }
 
     /// Waits for a message matching `pred` among messages arriving from now on or

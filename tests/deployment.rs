@@ -1,0 +1,189 @@
+//! The deployment's Mosquitto files: a real broker with exactly `mosquitto/acl` and
+//! a `passwd` made by `mosquitto/make-passwd` proves each user can do what it needs
+//! and nothing the design forbids.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use support::*;
+
+struct DeployBroker {
+    port: u16,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Drop for DeployBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn passwords() -> [(&'static str, &'static str); 3] {
+    [
+        ("borgmatic", "deploy-borgmatic-password-1"),
+        ("nodered", "deploy-nodered-password-2"),
+        ("homeassistant", "deploy-homeassistant-password-3"),
+    ]
+}
+
+/// Mosquitto with the repository's ACL verbatim and its password script's output;
+/// only the listener and file locations of mosquitto.conf are adapted.
+fn start() -> DeployBroker {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mosquitto");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["acl", "make-passwd", "mosquitto.conf"] {
+        std::fs::copy(root.join(f), copy.join(f)).unwrap();
+    }
+    let mut script = Command::new(copy.join("make-passwd"));
+    script.arg(dir.path().join("secrets"));
+    for (user, pw) in passwords() {
+        script.env(format!("{}_PASSWORD", user.to_uppercase()), pw);
+    }
+    assert!(
+        script.stdout(Stdio::null()).status().unwrap().success(),
+        "make-passwd failed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/mqtt_nodered_password")).unwrap(),
+        "deploy-nodered-password-2"
+    );
+    let port = free_port();
+    let conf = std::fs::read_to_string(copy.join("mosquitto.conf"))
+        .unwrap()
+        .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
+        .replace("/mosquitto/config/", &format!("{}/", copy.display()))
+        .replace("persistence true", "persistence false")
+        .replace("log_dest stdout", "log_dest stderr");
+    let user_line = if is_root() { "user root\n" } else { "" };
+    std::fs::write(dir.path().join("test.conf"), format!("{user_line}{conf}")).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.path().join("test.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    DeployBroker {
+        port,
+        _dir: dir,
+        child,
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+async fn login(b: &DeployBroker, user: &str) -> Client {
+    let pw = passwords().iter().find(|(u, _)| *u == user).unwrap().1;
+    let fake = Broker::at_port(b.port);
+    Client::connect_as(&fake, user, pw).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_acl_grants_each_user_what_it_needs_and_nothing_more() {
+    let b = start();
+    let worker = login(&b, "borgmatic").await;
+    let nodered = login(&b, "nodered").await;
+    let ha = login(&b, "homeassistant").await;
+    let base = "borgmatic/nas";
+
+    // The worker reads commands and button presses.
+    worker.subscribe(&format!("{base}/cmd/#")).await;
+    worker.subscribe(&format!("{base}/ha/#")).await;
+    // Node-RED and Home Assistant read the worker's status; Node-RED its answers.
+    nodered.subscribe(&format!("{base}/status")).await;
+    nodered.subscribe(&format!("{base}/response/#")).await;
+    ha.subscribe(&format!("{base}/status")).await;
+    ha.subscribe("homeassistant/#").await;
+
+    let status = format!("{base}/status");
+    let response = format!("{base}/response/backup/run");
+    // Needed: Node-RED sends commands, Home Assistant presses buttons and
+    // announces itself, the worker publishes status, answers, jobs and discovery.
+    let allowed = [
+        (&nodered, format!("{base}/cmd/backup/run")),
+        (&ha, format!("{base}/ha/nc/run")),
+        (&ha, "homeassistant/status".to_string()),
+        (&worker, status.clone()),
+        (&worker, response.clone()),
+        (&worker, format!("{base}/jobs/0193/state")),
+        (&worker, format!("{base}/last/nc/backup")),
+        (
+            &worker,
+            "homeassistant/button/nas_nc/run_backup/config".to_string(),
+        ),
+    ];
+    for (who, topic) in &allowed {
+        assert!(
+            who.publish_authorized(topic, "x").await,
+            "{topic} was refused"
+        );
+    }
+    // Forbidden: anyone else setting the worker's status or answering in its name,
+    // Home Assistant sending commands, Node-RED pressing HA buttons or writing
+    // discovery configs, the worker sending commands to itself.
+    let forbidden = [
+        (&nodered, status.clone()),
+        (&ha, status.clone()),
+        (&nodered, response.clone()),
+        (&ha, response.clone()),
+        (&nodered, format!("{base}/jobs/0193/state")),
+        (&ha, format!("{base}/cmd/backup/run")),
+        (&nodered, format!("{base}/ha/nc/run")),
+        (&nodered, "homeassistant/button/x/y/config".to_string()),
+        (&worker, format!("{base}/cmd/backup/run")),
+    ];
+    for (who, topic) in &forbidden {
+        assert!(
+            !who.publish_authorized(topic, "x").await,
+            "{topic} was allowed"
+        );
+    }
+    // What got through reached its reader: the worker saw Node-RED's command and
+    // Home Assistant's press, Node-RED the worker's status.
+    worker
+        .wait_for(|m| m.topic == format!("{base}/cmd/backup/run"))
+        .await;
+    worker
+        .wait_for(|m| m.topic == format!("{base}/ha/nc/run"))
+        .await;
+    nodered.wait_for(|m| m.topic == status).await;
+
+    // Node-RED cannot read other clients' commands (they carry tokens).
+    let spy = login(&b, "nodered").await;
+    spy.subscribe(&format!("{base}/cmd/#")).await;
+    let secret = format!("token-{}", uuid_like());
+    nodered
+        .client
+        .publish(
+            format!("{base}/cmd/job/list"),
+            QoS::AtLeastOnce,
+            false,
+            secret.clone(),
+        )
+        .await
+        .unwrap();
+    worker.wait_for(|m| m.text() == secret).await;
+    assert!(
+        !spy.all_text().contains(&secret),
+        "nodered read another client's command"
+    );
+}
