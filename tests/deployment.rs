@@ -187,3 +187,20 @@ async fn the_acl_grants_each_user_what_it_needs_and_nothing_more() {
         "nodered read another client's command"
     );
 }
+
+#[test]
+fn the_container_entrypoint_refuses_to_start_without_tokens() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/entrypoint.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg("run")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("BMQTT_AUTH__READ_TOKEN_FILE", "/nonexistent/read_token")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BMQTT_AUTH__READ_TOKEN"), "{err}");
+    assert!(err.contains("BMQTT_AUTH__WRITE_TOKEN"), "{err}");
+}
