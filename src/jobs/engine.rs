@@ -459,17 +459,16 @@ async fn run_job(
             Some(outcome)
         }
     };
-    finish(&shared, &job, outcome, timeout);
-    let id = lock(&job.record).job_id;
-    let mut active = lock(&shared.active);
-    for key in locks {
-        if active.get(&key) == Some(&id) {
-            active.remove(&key);
-        }
-    }
+    finish(&shared, &job, outcome, timeout, &locks);
 }
 
-fn finish(shared: &Shared, job: &Job, outcome: Option<TaskOutcome>, timeout: Duration) {
+fn finish(
+    shared: &Shared,
+    job: &Job,
+    outcome: Option<TaskOutcome>,
+    timeout: Duration,
+    locks: &[String],
+) {
     let reason = *lock(&job.reason);
     let (record, data, tail) = {
         let mut r = lock(&job.record);
@@ -505,6 +504,16 @@ fn finish(shared: &Shared, job: &Job, outcome: Option<TaskOutcome>, timeout: Dur
     persist(&shared.store, &record, data.as_ref());
     if let Err(e) = shared.store.save_lines(record.job_id, &tail) {
         tracing::error!(error = %e, "could not store job lines");
+    }
+    // Free what the job held before anyone hears it ended: a client that chains
+    // its next command on the result must not meet `busy`.
+    {
+        let mut active = lock(&shared.active);
+        for key in locks {
+            if active.get(key) == Some(&record.job_id) {
+                active.remove(key);
+            }
+        }
     }
     tracing::info!(state = record.state.as_str(), exit_code = ?record.exit_code, "job ended");
     let _ = shared.events.send(JobEvent::State(record.clone()));
@@ -662,6 +671,30 @@ mod tests {
         let rc = until_final(&mut rx, c.job_id).await;
         assert_eq!(rc.record.state, JobState::Failed);
         assert!(rc.record.error.unwrap().contains("timed out"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_repository_is_free_when_the_result_is_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), 1);
+        let mut rx = e.subscribe();
+        let quick = || Scripted {
+            lines: 0,
+            wait_for_cancel: false,
+            state: JobState::Succeeded,
+        };
+        let mut id = e
+            .submit(spec("a", quick(), Duration::from_secs(5)))
+            .unwrap()
+            .job_id;
+        for _ in 0..300 {
+            until_final(&mut rx, id).await;
+            // The very moment the result is out, the next job on the repository starts.
+            id = e
+                .submit(spec("a", quick(), Duration::from_secs(5)))
+                .expect("busy right after the result")
+                .job_id;
+        }
     }
 
     #[tokio::test]
