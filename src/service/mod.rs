@@ -618,6 +618,16 @@ impl Service {
         }
     }
 
+    /// Every configuration that loads, with its repository (a file that does not
+    /// parse is skipped here; `config/list` reports it).
+    pub(super) fn loaded_configs(&self) -> Vec<(Repository, BorgmaticConfig)> {
+        self.labels_or_one(None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|repo| BorgmaticConfig::load(&repo.config).ok().map(|c| (repo, c)))
+            .collect()
+    }
+
     fn lock_status(&self, one: Option<&RepositoryLabel>) -> Result<Value, ApiError> {
         let mut out = Vec::new();
         for repo in self.labels_or_one(one)? {

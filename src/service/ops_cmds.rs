@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::Service;
-use crate::borg_config::{BorgmaticConfig, Location};
+use crate::borg_config::Location;
 use crate::command::{
-    ApiError, Command, CommandName, ErrorCode, HostName, KeyName, RepositoryLabel, RequestId,
-    Response,
+    ApiError, Command, CommandName, ErrorCode, HostName, KeyName, RequestId, Response,
 };
 use crate::emergency::{self, EmergencyStop, HeldLock, LockTarget};
 use crate::exec::borgmatic::{Action, JobSecrets};
@@ -40,16 +39,8 @@ impl Service {
     /// `ssh-key/test` and `net/tcp-check` may reach.
     fn endpoints(&self) -> Vec<Endpoint> {
         let mut out = Vec::new();
-        for label in self.borgmatic.labels() {
-            let Ok(l) = RepositoryLabel::parse(&label) else {
-                continue;
-            };
-            let Some(repo) = self.borgmatic.repository(&l) else {
-                continue;
-            };
-            let Ok(cfg) = BorgmaticConfig::load(&repo.config) else {
-                continue;
-            };
+        for (repo, cfg) in self.loaded_configs() {
+            let label = repo.label.to_string();
             for r in cfg.repositories() {
                 if let Location::Ssh {
                     user, host, port, ..
@@ -147,16 +138,8 @@ impl Service {
         let queued = jobs.iter().filter(|j| j.state == JobState::Queued).count();
         let mounts = emergency::fuse_mounts(&self.settings.borgmatic.mount_root);
         let mut locks = Vec::new();
-        for label in self.borgmatic.labels() {
-            let Ok(l) = RepositoryLabel::parse(&label) else {
-                continue;
-            };
-            let Some(repo) = self.borgmatic.repository(&l) else {
-                continue;
-            };
-            let Ok(cfg) = BorgmaticConfig::load(&repo.config) else {
-                continue;
-            };
+        for (repo, cfg) in self.loaded_configs() {
+            let label = repo.label.to_string();
             for entry in cfg.repositories() {
                 let status = crate::locks::status(&entry);
                 if status.locked != Some(true) {
@@ -203,16 +186,8 @@ impl Service {
         rid: Option<RequestId>,
     ) -> Result<Response, ApiError> {
         let mut targets = Vec::new();
-        for label in self.borgmatic.labels() {
-            let Ok(l) = RepositoryLabel::parse(&label) else {
-                continue;
-            };
-            let Some(repo) = self.borgmatic.repository(&l) else {
-                continue;
-            };
-            let Ok(cfg) = BorgmaticConfig::load(&repo.config) else {
-                continue;
-            };
+        for (repo, cfg) in self.loaded_configs() {
+            let label = repo.label.to_string();
             for entry in cfg.repositories() {
                 if let Location::Local(path) = entry.location {
                     let secrets = JobSecrets {
@@ -414,7 +389,11 @@ struct SshTest {
 impl Task for SshTest {
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
         Box::pin(async move {
-            match crate::exec::process::run(&self.spec, &ctx.cancel, &|s, l| ctx.line(s, l)).await {
+            match crate::exec::process::run(&self.spec, &ctx.cancel, &ctx.pace(), &|s, l| {
+                ctx.line(s, l)
+            })
+            .await
+            {
                 Ok(out) => {
                     let ok = out.exit_code != 255;
                     TaskOutcome {
