@@ -279,8 +279,10 @@ impl Task for EmergencyStop {
                     kept.push(json!({ "repository": target.repository, "reason": "held by a job of this worker" }));
                     continue;
                 }
-                let out =
-                    process::run(&target.break_lock, &ctx.cancel, &|s, l| ctx.line(s, l)).await;
+                let out = process::run(&target.break_lock, &ctx.cancel, &ctx.pace(), &|s, l| {
+                    ctx.line(s, l)
+                })
+                .await;
                 match out {
                     Ok(o) if o.exit_code == 0 => broken.push(json!({
                         "repository": target.repository,
@@ -344,7 +346,7 @@ async fn unmount(mount_point: &str, ctx: &TaskContext) -> bool {
             capture_stdout: false,
             kill_grace: Duration::from_secs(5),
         };
-        if let Ok(o) = process::run(&spec, &ctx.cancel, &|s, l| ctx.line(s, l)).await {
+        if let Ok(o) = process::run(&spec, &ctx.cancel, &ctx.pace(), &|s, l| ctx.line(s, l)).await {
             if o.exit_code == 0 {
                 return true;
             }

@@ -4,9 +4,8 @@
 //! memory when scraped.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::sync::broadcast;
 
-use crate::jobs::{JobEngine, JobEvent, JobResult, JobState};
+use crate::jobs::{JobEngine, JobEvent, JobResult, JobState, ReliableEvents};
 use crate::mqtt::MqttStatus;
 
 /// Installs the process-wide recorder; `None` if one is already installed.
@@ -43,13 +42,11 @@ pub fn rate_limited(transport: &'static str) {
 }
 
 /// Follows job results for the job and repository metrics.
-pub fn spawn_job_metrics(mut events: broadcast::Receiver<JobEvent>) {
+pub fn spawn_job_metrics(mut events: ReliableEvents) {
     tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(JobEvent::Result(r)) => record_result(&r),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
+        while let Some(e) = events.recv().await {
+            if let JobEvent::Result(r) = e {
+                record_result(&r);
             }
         }
     });

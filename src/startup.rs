@@ -59,7 +59,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         version,
     ));
     let metrics = crate::metrics::install();
-    crate::metrics::spawn_job_metrics(engine.subscribe());
+    crate::metrics::spawn_job_metrics(engine.subscribe_reliable(false));
     // Bind before announcing `online`, so a client that saw it can use HTTP too.
     let listener = match settings.http.listen.as_str() {
         "off" => None,

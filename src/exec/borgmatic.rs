@@ -555,7 +555,7 @@ impl BorgmaticTask {
                 ctx.progress(p);
             }
         };
-        let out = process::run(&spec, &ctx.cancel, &on_line).await?;
+        let out = process::run(&spec, &ctx.cancel, &ctx.pace(), &on_line).await?;
         drop(runtime);
         let o = observed.into_inner().unwrap_or_default();
         Ok(RunResult {

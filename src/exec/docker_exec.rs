@@ -148,7 +148,10 @@ pub async fn exec_streaming(
         };
         match item {
             None => break,
-            Some(Ok(chunk)) => feed(ctx, &mut out, &mut err, chunk),
+            Some(Ok(chunk)) => {
+                feed(ctx, &mut out, &mut err, chunk);
+                ctx.pace().ready().await;
+            }
             Some(Err(e)) => return Err(DockerError::from(e)),
         }
     }
@@ -239,7 +242,10 @@ async fn follow_container(
         };
         match item {
             None => break,
-            Some(Ok(chunk)) => feed(ctx, &mut out, &mut err, chunk),
+            Some(Ok(chunk)) => {
+                feed(ctx, &mut out, &mut err, chunk);
+                ctx.pace().ready().await;
+            }
             Some(Err(e)) => return Err(DockerError::from(e)),
         }
     }

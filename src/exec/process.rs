@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
 use crate::jobs::log::LineSplitter;
-use crate::jobs::Stream;
+use crate::jobs::{Pace, Stream};
 
 /// Most stdout kept when it is captured for parsing (a huge archive list fits).
 pub const MAX_CAPTURE_BYTES: usize = 256 * 1024 * 1024;
@@ -48,10 +48,12 @@ pub enum ProcessError {
     Wait(std::io::Error),
 }
 
-/// Runs the process to its end (or cancellation), giving every output line to `on_line`.
+/// Runs the process to its end (or cancellation), giving every output line to
+/// `on_line` and awaiting `pace` between reads (the child waits on its pipe meanwhile).
 pub async fn run(
     spec: &ProcessSpec,
     cancel: &CancellationToken,
+    pace: &Pace,
     on_line: &(dyn Fn(Stream, &str) + Sync),
 ) -> Result<ProcessOutput, ProcessError> {
     let mut cmd = tokio::process::Command::new(&spec.program);
@@ -83,7 +85,7 @@ pub async fn run(
         match stdout {
             Some(out) if spec.capture_stdout => capture(out).await,
             Some(out) => {
-                read_lines(out, Stream::Stdout, on_line).await;
+                read_lines(out, Stream::Stdout, pace, on_line).await;
                 Vec::new()
             }
             None => Vec::new(),
@@ -91,7 +93,7 @@ pub async fn run(
     };
     let read_err = async {
         if let Some(err) = stderr {
-            read_lines(err, Stream::Stderr, on_line).await;
+            read_lines(err, Stream::Stderr, pace, on_line).await;
         }
     };
     let wait = async {
@@ -133,6 +135,7 @@ fn signal_group(pid: Option<Pid>, signal: Signal) {
 async fn read_lines(
     mut r: impl AsyncRead + Unpin,
     stream: Stream,
+    pace: &Pace,
     on_line: &(dyn Fn(Stream, &str) + Sync),
 ) {
     let mut splitter = LineSplitter::default();
@@ -140,7 +143,10 @@ async fn read_lines(
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => splitter.feed(&buf[..n], |l| on_line(stream, &l)),
+            Ok(n) => {
+                splitter.feed(&buf[..n], |l| on_line(stream, &l));
+                pace.ready().await;
+            }
         }
     }
     splitter.finish(|l| on_line(stream, &l));
@@ -185,6 +191,7 @@ mod tests {
         let out = run(
             &sh("echo out; echo err >&2; printf 'a\\rb\\n'; test \"$SECRET_IN_ENV\" = s3cr3t-value && exit 3", false),
             &CancellationToken::new(),
+            &Pace::none(),
             &on,
         )
         .await
@@ -204,6 +211,7 @@ mod tests {
         let out = run(
             &sh("echo '{\"a\":1}'", true),
             &CancellationToken::new(),
+            &Pace::none(),
             &on,
         )
         .await
@@ -224,7 +232,7 @@ mod tests {
         };
         // The shell ignores TERM and its child sleeps: only SIGKILL to the group ends both.
         let spec = sh("trap '' TERM; echo ready; sleep 30 & wait; sleep 30", false);
-        let out = run(&spec, &cancel, &on).await.unwrap();
+        let out = run(&spec, &cancel, &Pace::none(), &on).await.unwrap();
         assert_eq!(out.exit_code, 128 + 9);
     }
 
@@ -237,7 +245,7 @@ mod tests {
             capture_stdout: false,
             kill_grace: Duration::from_secs(1),
         };
-        let err = run(&spec, &CancellationToken::new(), &|_, _| {})
+        let err = run(&spec, &CancellationToken::new(), &Pace::none(), &|_, _| {})
             .await
             .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/borgmatic"));

@@ -17,17 +17,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{bearer, error, AppState};
 use crate::auth::Role;
 use crate::command::{ApiError, ErrorCode, JobId};
-use crate::jobs::{JobEngine, JobEvent, JobState, LogLine};
+use crate::jobs::{JobEngine, JobEvent, JobState, PublishedLine};
 
-/// Events buffered per client before the client counts as slow.
-const CLIENT_BUFFER: usize = 1024;
+/// Events buffered per client before the client counts as slow (and lines it
+/// misses are refilled from the job's buffer).
+const CLIENT_BUFFER: usize = 256;
 
-fn log_event(line: &LogLine) -> Event {
+/// A live line, reusing the JSON the engine rendered once for every listener.
+fn published_event(l: &PublishedLine) -> Event {
     Event::default()
         .event("log")
-        .id(line.seq.to_string())
-        .json_data(line)
-        .unwrap_or_default()
+        .id(l.line.seq.to_string())
+        .data(String::from_utf8_lossy(&l.json))
 }
 
 fn keep_alive() -> KeepAlive {
@@ -103,7 +104,8 @@ async fn stream_job(
     }
     loop {
         match events.recv().await {
-            Ok(JobEvent::Log { job_id, line }) if job_id == id => {
+            Ok(JobEvent::Log(l)) if l.job_id == id => {
+                let line = &l.line;
                 if line.seq <= last {
                     continue;
                 }
@@ -112,7 +114,7 @@ async fn stream_job(
                 }
                 if line.seq > last {
                     last = line.seq;
-                    if tx.send(log_event(&line)).await.is_err() {
+                    if tx.send(published_event(&l)).await.is_err() {
                         return;
                     }
                 }
@@ -120,7 +122,7 @@ async fn stream_job(
             Ok(JobEvent::State(rec)) if rec.job_id == id => {
                 let ev = Event::default()
                     .event("state")
-                    .json_data(&rec)
+                    .json_data(&*rec)
                     .unwrap_or_default();
                 if tx.send(ev).await.is_err() {
                     return;
@@ -147,6 +149,11 @@ async fn stream_job(
     }
 }
 
+/// Lines sent per refill step: a client far behind never makes the worker copy
+/// the whole buffer at once (a thousand lagging clients would hold a thousand
+/// copies).
+const REFILL_PAGE: usize = 256;
+
 /// Sends every line after `last` still kept, and a `lagged` event for seqs that
 /// are gone. `Err` when the client went away.
 async fn refill(
@@ -155,21 +162,29 @@ async fn refill(
     last: &mut u64,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), ()> {
-    let lines = engine.log(id, *last, usize::MAX).unwrap_or_default();
-    if let Some(first) = lines.first() {
-        if first.seq > *last + 1 {
+    loop {
+        let lines = engine
+            .log_shared(id, *last, REFILL_PAGE)
+            .unwrap_or_default();
+        let Some(first) = lines.first() else {
+            return Ok(());
+        };
+        if first.line.seq > *last + 1 {
             let ev = Event::default()
                 .event("lagged")
-                .json_data(json!({ "missed_from": *last + 1, "missed_to": first.seq - 1 }))
+                .json_data(json!({ "missed_from": *last + 1, "missed_to": first.line.seq - 1 }))
                 .unwrap_or_default();
             tx.send(ev).await.map_err(|_| ())?;
         }
+        let full = lines.len() == REFILL_PAGE;
+        for line in lines {
+            *last = line.line.seq;
+            tx.send(published_event(&line)).await.map_err(|_| ())?;
+        }
+        if !full {
+            return Ok(());
+        }
     }
-    for line in lines {
-        *last = line.seq;
-        tx.send(log_event(&line)).await.map_err(|_| ())?;
-    }
-    Ok(())
 }
 
 async fn send_result(engine: &JobEngine, id: JobId, tx: &mpsc::Sender<Event>) {
@@ -211,7 +226,7 @@ pub async fn all_events(State(st): State<AppState>, headers: HeaderMap) -> HttpR
                     }
                     let e = Event::default()
                         .event("state")
-                        .json_data(&rec)
+                        .json_data(&*rec)
                         .unwrap_or_default();
                     if tx.send(e).await.is_err() {
                         return;

@@ -11,16 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::events::{Emitter, JobEvent, Pace, PublishedLine, ReliableEvents};
 use super::log::{LogBuffer, LogLine, Stream};
 use super::record::{JobRecord, JobResult, JobState};
 use super::store::Store;
-use super::{CancelReason, JobEvent, Task, TaskOutcome};
+use super::{CancelReason, Task, TaskOutcome};
 use crate::command::{CommandName, JobId, RepositoryLabel, RequestId};
 use crate::config::JobSettings;
 use crate::redact::Redactor;
-
-/// How many events a slow listener may fall behind before it misses some.
-const EVENT_CAPACITY: usize = 1 << 16;
 
 /// What the service asks the engine to run.
 pub struct JobSpec {
@@ -69,7 +67,7 @@ struct Shared {
     /// Repository label → the job holding it.
     active: Mutex<HashMap<String, JobId>>,
     permits: Arc<Semaphore>,
-    events: broadcast::Sender<JobEvent>,
+    events: Arc<Emitter>,
     store: Store,
     settings: JobSettings,
     redactor: Redactor,
@@ -112,13 +110,12 @@ impl JobEngine {
                 }),
             );
         }
-        let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let engine = JobEngine {
             shared: Arc::new(Shared {
                 jobs: Mutex::new(jobs),
                 active: Mutex::new(HashMap::new()),
                 permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
-                events,
+                events: Arc::new(Emitter::new()),
                 store,
                 settings,
                 redactor,
@@ -130,16 +127,22 @@ impl JobEngine {
         Ok(engine)
     }
 
-    /// Listens to every job event from now on.
+    /// Listens to every job event from now on; a slow listener lags (SSE).
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Every job event from now on, none ever missed. With `logs`, log lines too,
+    /// and the jobs' output is paced to this subscriber (the MQTT publisher).
+    pub fn subscribe_reliable(&self, logs: bool) -> ReliableEvents {
+        self.shared.events.subscribe_reliable(logs)
     }
 
     /// Re-announces every known job's state, so a fresh listener (the MQTT publisher
     /// at start-up) can correct retained states left by a previous run.
     pub fn announce_all(&self) {
         for rec in self.list(None, usize::MAX) {
-            let _ = self.shared.events.send(JobEvent::State(rec));
+            self.shared.events.emit(JobEvent::State(Arc::new(rec)));
         }
     }
 
@@ -178,14 +181,19 @@ impl JobEngine {
         let job = Arc::new(Job {
             redactor,
             record: Mutex::new(record.clone()),
-            log: Mutex::new(Some(LogBuffer::new(self.shared.settings.log_lines_kept))),
+            log: Mutex::new(Some(LogBuffer::new(
+                job_id,
+                self.shared.settings.log_lines_kept,
+            ))),
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             data: Mutex::new(None),
         });
         lock(&self.shared.jobs).insert(job_id, job.clone());
         self.persist(&record, None);
-        let _ = self.shared.events.send(JobEvent::State(record.clone()));
+        self.shared
+            .events
+            .emit(JobEvent::State(Arc::new(record.clone())));
 
         let span = tracing::info_span!(
             "job",
@@ -250,7 +258,7 @@ impl JobEngine {
     pub fn log(&self, job_id: JobId, after: u64, limit: usize) -> Option<Vec<LogLine>> {
         let job = self.job(job_id)?;
         if let Some(buf) = lock(&job.log).as_ref() {
-            return Some(buf.after(after, limit));
+            return Some(buf.after(after, limit).map(|l| l.line.clone()).collect());
         }
         let stored = self.shared.store.lines(job_id).unwrap_or_default();
         Some(
@@ -258,6 +266,28 @@ impl JobEngine {
                 .into_iter()
                 .filter(|l| l.seq > after)
                 .take(limit)
+                .collect(),
+        )
+    }
+
+    /// Like [`Self::log`], in the form listeners get live lines (SSE refills).
+    pub fn log_shared(
+        &self,
+        job_id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Option<Vec<Arc<PublishedLine>>> {
+        let job = self.job(job_id)?;
+        if let Some(buf) = lock(&job.log).as_ref() {
+            return Some(buf.after(after, limit).cloned().collect());
+        }
+        let stored = self.shared.store.lines(job_id).unwrap_or_default();
+        Some(
+            stored
+                .into_iter()
+                .filter(|l| l.seq > after)
+                .take(limit)
+                .map(|l| PublishedLine::new(job_id, l))
                 .collect(),
         )
     }
@@ -361,7 +391,7 @@ fn expire(shared: &Shared, ttl: Duration) {
         if let Err(e) = shared.store.delete(id) {
             tracing::error!(error = %e, job_id = %id, "could not forget job");
         }
-        let _ = shared.events.send(JobEvent::Forgotten(id));
+        shared.events.emit(JobEvent::Forgotten(id));
     }
 }
 
@@ -382,12 +412,13 @@ impl TaskContext {
             let Some(buf) = log.as_mut() else { return };
             buf.push(stream, text)
         };
-        let job_id = {
-            let mut r = lock(&self.job.record);
-            r.lines = line.seq;
-            r.job_id
-        };
-        let _ = self.shared.events.send(JobEvent::Log { job_id, line });
+        lock(&self.job.record).lines = line.line.seq;
+        self.shared.events.emit(JobEvent::Log(line));
+    }
+
+    /// The pause point a task reading a child's output awaits between reads.
+    pub fn pace(&self) -> Pace {
+        Pace::of(&self.shared.events)
     }
 
     /// Replaces the job's `progress` object and publishes the record.
@@ -397,7 +428,7 @@ impl TaskContext {
             r.progress = Some(progress);
             r.clone()
         };
-        let _ = self.shared.events.send(JobEvent::State(record));
+        self.shared.events.emit(JobEvent::State(Arc::new(record)));
     }
 
     /// The id of the job this task runs as.
@@ -438,7 +469,7 @@ async fn run_job(
                 r.clone()
             };
             persist(&shared.store, &record, None);
-            let _ = shared.events.send(JobEvent::State(record));
+            shared.events.emit(JobEvent::State(Arc::new(record)));
             tracing::info!("job started");
 
             let ctx = TaskContext {
@@ -516,10 +547,12 @@ fn finish(
         }
     }
     tracing::info!(state = record.state.as_str(), exit_code = ?record.exit_code, "job ended");
-    let _ = shared.events.send(JobEvent::State(record.clone()));
-    let _ = shared
+    shared
         .events
-        .send(JobEvent::Result(Box::new(JobResult { record, data })));
+        .emit(JobEvent::State(Arc::new(record.clone())));
+    shared
+        .events
+        .emit(JobEvent::Result(Arc::new(JobResult { record, data })));
 }
 
 #[cfg(test)]
@@ -584,7 +617,7 @@ mod tests {
         loop {
             if let JobEvent::Result(r) = rx.recv().await.unwrap() {
                 if r.record.job_id == id {
-                    return *r;
+                    return (*r).clone();
                 }
             }
         }
@@ -716,8 +749,8 @@ mod tests {
                 .unwrap();
             // Shut down only once the task has produced both lines.
             loop {
-                if let JobEvent::Log { line, .. } = rx.recv().await.unwrap() {
-                    if line.seq == 2 {
+                if let JobEvent::Log(l) = rx.recv().await.unwrap() {
+                    if l.line.seq == 2 {
                         break;
                     }
                 }

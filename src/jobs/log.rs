@@ -2,9 +2,14 @@
 //! and the bounded per-job buffer whose `seq` never resets.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::command::JobId;
 
 /// Which pipe a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,44 +72,53 @@ impl LineSplitter {
     }
 }
 
-/// The last `cap` lines of a job, and the next seq.
+/// A log line as it goes out, shared by the job's buffer and every listener.
+#[derive(Debug)]
+pub struct PublishedLine {
+    pub job_id: JobId,
+    pub line: LogLine,
+    /// `line` as JSON, the wire form of both transports, rendered once.
+    pub json: Bytes,
+}
+
+impl PublishedLine {
+    pub fn new(job_id: JobId, line: LogLine) -> Arc<Self> {
+        let json = Bytes::from(serde_json::to_vec(&line).unwrap_or_default());
+        Arc::new(Self { job_id, line, json })
+    }
+}
+
+/// The last `cap` lines of a job, and the next seq. Seqs in it are contiguous,
+/// so a seq finds its line by arithmetic.
 #[derive(Debug)]
 pub struct LogBuffer {
-    lines: VecDeque<LogLine>,
+    job_id: JobId,
+    lines: VecDeque<Arc<PublishedLine>>,
     cap: usize,
     next_seq: u64,
 }
 
 impl LogBuffer {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(job_id: JobId, cap: usize) -> Self {
         Self {
+            job_id,
             lines: VecDeque::new(),
             cap: cap.max(1),
             next_seq: 1,
         }
     }
 
-    /// A buffer restored from the store, continuing after its last seq.
-    pub fn restored(cap: usize, lines: Vec<LogLine>, last_seq: u64) -> Self {
-        let mut b = Self::new(cap);
-        for l in lines {
-            b.lines.push_back(l);
-            if b.lines.len() > b.cap {
-                b.lines.pop_front();
-            }
-        }
-        b.next_seq = last_seq + 1;
-        b
-    }
-
     /// Appends a line, giving it the next seq.
-    pub fn push(&mut self, stream: Stream, line: String) -> LogLine {
-        let l = LogLine {
-            seq: self.next_seq,
-            ts: Utc::now(),
-            stream,
-            line,
-        };
+    pub fn push(&mut self, stream: Stream, line: String) -> Arc<PublishedLine> {
+        let l = PublishedLine::new(
+            self.job_id,
+            LogLine {
+                seq: self.next_seq,
+                ts: Utc::now(),
+                stream,
+                line,
+            },
+        );
         self.next_seq += 1;
         self.lines.push_back(l.clone());
         if self.lines.len() > self.cap {
@@ -119,19 +133,24 @@ impl LogBuffer {
     }
 
     /// Lines with seq > `after`, at most `limit`.
-    pub fn after(&self, after: u64, limit: usize) -> Vec<LogLine> {
-        self.lines
-            .iter()
-            .filter(|l| l.seq > after)
-            .take(limit)
-            .cloned()
-            .collect()
+    pub fn after(&self, after: u64, limit: usize) -> impl Iterator<Item = &Arc<PublishedLine>> {
+        let first = self
+            .lines
+            .front()
+            .map(|l| l.line.seq)
+            .unwrap_or(self.next_seq);
+        let skip = (after + 1).saturating_sub(first) as usize;
+        self.lines.iter().skip(skip).take(limit)
     }
 
     /// The newest `n` lines.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
         let skip = self.lines.len().saturating_sub(n);
-        self.lines.iter().skip(skip).cloned().collect()
+        self.lines
+            .iter()
+            .skip(skip)
+            .map(|l| l.line.clone())
+            .collect()
     }
 }
 
@@ -169,17 +188,23 @@ mod tests {
 
     #[test]
     fn seq_is_contiguous_and_survives_the_cap() {
-        let mut b = LogBuffer::new(3);
+        let mut b = LogBuffer::new(JobId::new(), 3);
         for i in 0..5 {
             b.push(Stream::Stdout, format!("{i}"));
         }
         assert_eq!(b.last_seq(), 5);
-        let seqs: Vec<u64> = b.after(0, 10).iter().map(|l| l.seq).collect();
-        assert_eq!(seqs, vec![3, 4, 5]);
-        assert_eq!(b.after(4, 10).len(), 1);
+        let seqs =
+            |after, limit| -> Vec<u64> { b.after(after, limit).map(|l| l.line.seq).collect() };
+        assert_eq!(seqs(0, 10), vec![3, 4, 5]);
+        assert_eq!(seqs(3, 10), vec![4, 5]);
+        assert_eq!(seqs(3, 1), vec![4]);
+        assert_eq!(seqs(4, 10), vec![5]);
+        assert!(seqs(5, 10).is_empty());
+        assert!(seqs(99, 10).is_empty());
         assert_eq!(b.tail(2)[0].seq, 4);
-        let r = LogBuffer::restored(3, b.tail(3), 5);
-        let mut r = r;
-        assert_eq!(r.push(Stream::Stderr, "x".into()).seq, 6);
+        let json: serde_json::Value =
+            serde_json::from_slice(&b.after(4, 1).next().unwrap().json).unwrap();
+        assert_eq!(json["seq"], 5);
+        assert_eq!(json["line"], "4");
     }
 }

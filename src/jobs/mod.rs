@@ -1,5 +1,5 @@
 //! The job engine: runs [`Task`]s as jobs with ids, states, logs and results, and
-//! tells whoever listens through a broadcast of [`JobEvent`]s.
+//! tells whoever listens through [`JobEvent`]s (see [`events`]).
 //!
 //! It knows nothing about MQTT or HTTP (they subscribe to events) nor about
 //! borgmatic or Docker (they are tasks). Rules it enforces: one active job per
@@ -7,6 +7,7 @@
 //! job, cancellation that lets the task end its process cleanly, durable records.
 
 mod engine;
+pub mod events;
 pub mod log;
 pub mod record;
 pub mod store;
@@ -17,11 +18,10 @@ use std::pin::Pin;
 use serde_json::Value;
 
 pub use engine::{repo_lock, CancelError, JobEngine, JobSpec, SubmitError, TaskContext};
+pub use events::{JobEvent, Pace, PublishedLine, ReliableEvents};
 pub use log::{LogLine, Stream};
 pub use record::{JobRecord, JobResult, JobState};
 pub use store::{Store, StoreError};
-
-use crate::command::JobId;
 
 /// A boxed, sendable future: what a task's `run` returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -63,19 +63,4 @@ pub enum CancelReason {
     Timeout,
     /// The worker is stopping: ends `interrupted`.
     Shutdown,
-}
-
-/// What listeners are told, in order.
-#[derive(Debug, Clone)]
-pub enum JobEvent {
-    /// A state change (or a progress update) of a job.
-    State(JobRecord),
-    Log {
-        job_id: JobId,
-        line: LogLine,
-    },
-    /// The job ended; follows its final `State`.
-    Result(Box<JobResult>),
-    /// The job passed its TTL and was removed.
-    Forgotten(JobId),
 }

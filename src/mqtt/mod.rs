@@ -23,13 +23,13 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use rumqttc::Outgoing;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::JobId;
 use crate::config::Settings;
-use crate::jobs::{JobEvent, JobState};
+use crate::jobs::{JobEvent, JobState, ReliableEvents};
 use crate::service::{Request, Service};
 pub use topics::Topics;
 
@@ -38,12 +38,32 @@ pub use topics::Topics;
 pub struct MqttStatus {
     connected: AtomicBool,
     reconnects: AtomicU64,
+    changed: Notify,
 }
 
 impl MqttStatus {
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.connected.load(Ordering::Acquire)
     }
+
+    /// Records the connection state; returns the previous one.
+    fn set_connected(&self, up: bool) -> bool {
+        let was = self.connected.swap(up, Ordering::AcqRel);
+        self.changed.notify_waiters();
+        was
+    }
+
+    /// Returns once the connection is down (at once if it is).
+    async fn disconnected(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if !self.connected() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Connection losses since start.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
@@ -77,7 +97,7 @@ impl Mqtt {
 
         // Subscribe to job events before anything can happen, then correct retained
         // states a previous run left behind (a job it ran is now `interrupted`).
-        let events = service.engine().subscribe();
+        let events = service.engine().subscribe_reliable(true);
         service.engine().announce_all();
 
         let ha = Arc::new(HaConfig {
@@ -119,6 +139,7 @@ impl Mqtt {
             client.clone(),
             topics.clone(),
             log_qos,
+            status.clone(),
             stop_publisher.clone(),
         ));
         Ok(Mqtt {
@@ -233,7 +254,7 @@ async fn connection_task(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                status.connected.store(true, Ordering::Relaxed);
+                status.set_connected(true);
                 backoff = Duration::from_millis(250);
                 tracing::info!("connected to the MQTT broker");
                 // Never await the client inside the loop that drives it.
@@ -267,19 +288,19 @@ async fn connection_task(
             }
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
                 tracing::warn!(reason = ?d.reason_code, "the broker disconnected us");
-                status.connected.store(false, Ordering::Relaxed);
+                status.set_connected(false);
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Keep reading until the broker closes the connection: closing with
                 // unread acks in the socket sends a RST, and the broker may then drop
                 // our last messages (the final job states and `offline`).
-                status.connected.store(false, Ordering::Relaxed);
+                status.set_connected(false);
                 disconnecting = true;
             }
             Ok(_) => {}
             Err(_) if disconnecting => return,
             Err(e) => {
-                if status.connected.swap(false, Ordering::Relaxed) {
+                if status.set_connected(false) {
                     status.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection error");
@@ -420,40 +441,81 @@ async fn dispatch_task(
     }
 }
 
+/// Publishes job events in order. Nothing is skipped while the broker is connected:
+/// a slow broker slows the jobs' output (see `jobs::events`). While it is not, log
+/// lines are dropped (they stay readable over HTTP and `job/log`) so a broker outage
+/// never stalls a backup; states and results queue in the client for the reconnect.
 async fn publish_task(
-    mut events: broadcast::Receiver<JobEvent>,
+    mut events: ReliableEvents,
     client: AsyncClient,
     topics: Topics,
     log_qos: QoS,
+    status: Arc<MqttStatus>,
     stop: CancellationToken,
 ) {
-    let mut last_state: HashMap<JobId, JobState> = HashMap::new();
+    let mut p = Publisher {
+        client,
+        topics,
+        log_qos,
+        status,
+        last_state: HashMap::new(),
+        dropped_lines: 0,
+    };
     loop {
         let event = tokio::select! {
             biased;
             e = events.recv() => e,
             _ = stop.cancelled() => {
-                // Drain what is already queued, then end.
-                loop {
-                    match events.try_recv() {
-                        Ok(e) => publish_event(&client, &topics, log_qos, &mut last_state, e).await,
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                            tracing::warn!(missed = n, "job events were dropped: the publisher fell behind");
-                        }
-                        Err(_) => return,
-                    }
+                // Publish what is already queued, then end.
+                while let Some(e) = events.try_recv() {
+                    p.publish(e).await;
                 }
+                return;
             }
         };
         match event {
-            Ok(e) => publish_event(&client, &topics, log_qos, &mut last_state, e).await,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            Some(e) => p.publish(e).await,
+            None => return,
+        }
+    }
+}
+
+struct Publisher {
+    client: AsyncClient,
+    topics: Topics,
+    log_qos: QoS,
+    status: Arc<MqttStatus>,
+    /// The last state published per job, to tell changes from progress updates.
+    last_state: HashMap<JobId, JobState>,
+    /// Log lines not published since the broker went away (reported once back).
+    dropped_lines: u64,
+}
+
+impl Publisher {
+    async fn publish(&mut self, event: JobEvent) {
+        if let JobEvent::Log(l) = &event {
+            let topic = self.topics.job_log(l.job_id);
+            let sent = tokio::select! {
+                biased;
+                r = self.client.publish_bytes(topic, self.log_qos, false, l.json.clone()) => r.is_ok(),
+                _ = self.status.disconnected() => false,
+            };
+            if !sent {
+                self.dropped_lines += 1;
+            } else if self.dropped_lines > 0 {
                 tracing::warn!(
-                    missed = n,
-                    "job events were dropped: the publisher fell behind"
+                    lines = self.dropped_lines,
+                    "log lines were not published while the broker was unreachable"
                 );
+                self.dropped_lines = 0;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            return;
+        }
+        if self.status.connected() {
+            publish_event(&self.client, &self.topics, &mut self.last_state, event).await;
+        } else {
+            // Queue in the client without waiting: it sends them after the reconnect.
+            try_publish_event(&self.client, &self.topics, &mut self.last_state, event);
         }
     }
 }
@@ -500,16 +562,33 @@ fn last_summary(r: &crate::jobs::JobResult) -> Option<(String, &'static str, ser
     }
 }
 
-async fn publish_event(
-    client: &AsyncClient,
+/// One message to publish.
+struct Message {
+    topic: String,
+    retain: bool,
+    payload: Bytes,
+}
+
+impl Message {
+    fn new(topic: String, retain: bool, payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic,
+            retain,
+            payload: payload.into(),
+        }
+    }
+}
+
+/// The messages a state, result or forgotten job gives (all QoS 1).
+fn messages(
     topics: &Topics,
-    log_qos: QoS,
     last_state: &mut HashMap<JobId, JobState>,
     event: JobEvent,
-) {
-    let result = match event {
+) -> Vec<Message> {
+    let mut out = Vec::new();
+    match event {
         JobEvent::State(rec) => {
-            let payload = Bytes::from(serde_json::to_vec(&rec).unwrap_or_default());
+            let payload = Bytes::from(serde_json::to_vec(&*rec).unwrap_or_default());
             let changed = last_state.insert(rec.job_id, rec.state) != Some(rec.state);
             if (changed && rec.state == JobState::Running) || rec.state.is_final() {
                 if let Some(repo) = &rec.repository {
@@ -518,64 +597,69 @@ async fn publish_event(
                     } else {
                         "OFF"
                     };
-                    let _ = client
-                        .publish(topics.running(repo), QoS::AtLeastOnce, true, on)
-                        .await;
+                    out.push(Message::new(topics.running(repo), true, on));
                 }
             }
-            let r = client
-                .publish_bytes(
-                    topics.job_state(rec.job_id),
-                    QoS::AtLeastOnce,
-                    true,
-                    payload.clone(),
-                )
-                .await;
-            if changed && r.is_ok() {
-                client
-                    .publish_bytes(topics.events(), QoS::AtLeastOnce, false, payload)
-                    .await
-            } else {
-                r
+            out.push(Message::new(
+                topics.job_state(rec.job_id),
+                true,
+                payload.clone(),
+            ));
+            if changed {
+                out.push(Message::new(topics.events(), false, payload));
             }
-        }
-        JobEvent::Log { job_id, line } => {
-            let payload = serde_json::to_vec(&line).unwrap_or_default();
-            client
-                .publish(topics.job_log(job_id), log_qos, false, payload)
-                .await
         }
         JobEvent::Result(result) => {
             last_state.remove(&result.record.job_id);
             if let Some((repo, kind, summary)) = last_summary(&result) {
-                let _ = client
-                    .publish(
-                        topics.last(&repo, kind),
-                        QoS::AtLeastOnce,
-                        true,
-                        summary.to_string(),
-                    )
-                    .await;
+                out.push(Message::new(
+                    topics.last(&repo, kind),
+                    true,
+                    summary.to_string(),
+                ));
             }
-            let payload = serde_json::to_vec(&result).unwrap_or_default();
-            client
-                .publish(
-                    topics.job_result(result.record.job_id),
-                    QoS::AtLeastOnce,
-                    false,
-                    payload,
-                )
-                .await
+            let payload = serde_json::to_vec(&*result).unwrap_or_default();
+            out.push(Message::new(
+                topics.job_result(result.record.job_id),
+                false,
+                payload,
+            ));
         }
         JobEvent::Forgotten(id) => {
             last_state.remove(&id);
             // An empty retained message clears the retained state.
-            client
-                .publish(topics.job_state(id), QoS::AtLeastOnce, true, Vec::new())
-                .await
+            out.push(Message::new(topics.job_state(id), true, Bytes::new()));
         }
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "could not publish a job event");
+        JobEvent::Log(_) => {}
+    }
+    out
+}
+
+async fn publish_event(
+    client: &AsyncClient,
+    topics: &Topics,
+    last_state: &mut HashMap<JobId, JobState>,
+    event: JobEvent,
+) {
+    for m in messages(topics, last_state, event) {
+        if let Err(e) = client
+            .publish_bytes(m.topic, QoS::AtLeastOnce, m.retain, m.payload)
+            .await
+        {
+            tracing::error!(error = %e, "could not publish a job event");
+        }
+    }
+}
+
+fn try_publish_event(
+    client: &AsyncClient,
+    topics: &Topics,
+    last_state: &mut HashMap<JobId, JobState>,
+    event: JobEvent,
+) {
+    for m in messages(topics, last_state, event) {
+        if let Err(e) = client.try_publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload) {
+            tracing::error!(error = %e, "could not queue a job event for the reconnect");
+        }
     }
 }

@@ -20,6 +20,15 @@ pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<Mqtt
     // away are not replayed hours later; subscriptions are renewed on ConnAck.
     o.set_clean_start(true);
     o.set_max_packet_size(Some(m.max_packet_bytes));
+    // rumqttc sizes its table of unacknowledged publishes by this limit up front
+    // (65,535 entries by default, megabytes at idle); the broker's Receive Maximum
+    // lowers it further.
+    o.set_outgoing_inflight_upper_limit(1024);
+    // Requests and responses are small single packets: without TCP_NODELAY each
+    // can wait for a delayed ACK (40 ms on Linux) before it leaves.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    o.set_network_options(net);
     o.set_last_will(LastWill::new(
         topics.status(),
         "offline",

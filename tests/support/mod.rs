@@ -160,6 +160,7 @@ impl Broker {
                 "{user_line}per_listener_settings false\nlistener {port} 127.0.0.1\n{tls_block}\
                  allow_anonymous false\n\
                  password_file {}\nacl_file {}\npersistence false\n\
+                 max_inflight_messages 1000\nmax_queued_messages 100000\nset_tcp_nodelay true\n\
                  log_dest stderr\nlog_type error\nlog_type warning\n",
                 pw.display(),
                 dir.path().join("acl").display()
@@ -531,6 +532,11 @@ impl Worker {
             .await;
     }
 
+    /// The worker's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills the worker with SIGKILL (no clean shutdown).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -618,6 +624,9 @@ impl Client {
         o.set_credentials(user, password);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(Some(64 * 1024 * 1024));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        o.set_network_options(net);
         let (client, mut eventloop) = AsyncClient::new(o, 1024);
         let (tx, _) = broadcast::channel(1 << 16);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -712,7 +721,12 @@ impl Client {
                 match rx.recv().await {
                     Ok(m) if pred(&m) => return m,
                     Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Skipped messages are all in `seen`: look there.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if let Some(m) = self.seen.lock().unwrap().iter().find(|m| pred(m)) {
+                            return m.clone();
+                        }
+                    }
                     Err(e) => panic!("client channel closed: {e}"),
                 }
             }
@@ -926,6 +940,24 @@ impl Drop for SshServer {
 }
 
 /// A worker with its HTTP sidecar on a free loopback port; returns its base URL.
+/// A stand-in `borgmatic` for tests about output volume: answers `--version` like
+/// borgmatic 2.1 and, for any action, prints `lines` numbered lines to stderr as fast
+/// as it can, then an empty JSON list on stdout.
+pub fn fast_printing_borgmatic(dir: &Path, lines: u64) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fast-borgmatic");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *--version*) echo 2.1.10; exit 0;; esac\n\
+             seq -f 'line %.0f' 1 {lines} >&2\necho '[]'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
 pub async fn start_with_http(
     broker: &Broker,
     repos: &Repos,
