@@ -311,6 +311,20 @@ impl Lean {
         }
     }
 
+    /// Waits for the result of the job a response started; it must have succeeded.
+    async fn succeeded(&mut self, worker: &Worker, response: &Value) {
+        let job = response["job_id"].as_str().expect("no job id");
+        let result = worker.topic(&format!("jobs/{job}/result"));
+        while let Some((topic, p)) = self.rx.recv().await {
+            if topic == result {
+                let v: Value = serde_json::from_slice(&p).unwrap();
+                assert_eq!(v["state"], "succeeded", "{v}");
+                return;
+            }
+        }
+        panic!("connection closed")
+    }
+
     /// Publishes a command with a v5 Response Topic of this client's own.
     async fn request(&mut self, base: &str, command: &str, body: Value) -> Value {
         let reply = format!("{base}/response/bench/{}", self.id);
@@ -380,14 +394,7 @@ async fn overhead(t: &mut Table, broker: &Broker, runs: usize) {
                 json!({"token": READ_TOKEN, "repository": "nc"}),
             )
             .await;
-        let result = worker.topic(&format!("jobs/{}/result", r["job_id"].as_str().unwrap()));
-        while let Some((topic, p)) = c.rx.recv().await {
-            if topic == result {
-                let v: Value = serde_json::from_slice(&p).unwrap();
-                assert_eq!(v["state"], "succeeded", "{v}");
-                break;
-            }
-        }
+        c.succeeded(&worker, &r).await;
         let b = t0.elapsed().as_secs_f64();
         direct.push(a * 1000.0);
         mqtt.push(b * 1000.0);
@@ -784,14 +791,7 @@ async fn memory(t: &mut Table, broker: &Broker, runs: usize) {
                     json!({"token": READ_TOKEN, "repository": format!("r{}", i % 10)}),
                 )
                 .await;
-            let result = worker.topic(&format!("jobs/{}/result", r["job_id"].as_str().unwrap()));
-            while let Some((topic, p)) = c.rx.recv().await {
-                if topic == result {
-                    let v: Value = serde_json::from_slice(&p).unwrap();
-                    assert_eq!(v["state"], "succeeded", "{v}");
-                    break;
-                }
-            }
+            c.succeeded(&worker, &r).await;
         }
         per_job.push(t0.elapsed().as_secs_f64());
         after.push(rss_mb(pid));

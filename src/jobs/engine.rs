@@ -256,18 +256,8 @@ impl JobEngine {
 
     /// Lines with seq > `after`, from memory while the job runs, else from the store.
     pub fn log(&self, job_id: JobId, after: u64, limit: usize) -> Option<Vec<LogLine>> {
-        let job = self.job(job_id)?;
-        if let Some(buf) = lock(&job.log).as_ref() {
-            return Some(buf.after(after, limit).map(|l| l.line.clone()).collect());
-        }
-        let stored = self.shared.store.lines(job_id).unwrap_or_default();
-        Some(
-            stored
-                .into_iter()
-                .filter(|l| l.seq > after)
-                .take(limit)
-                .collect(),
-        )
+        let lines = self.log_shared(job_id, after, limit)?;
+        Some(lines.iter().map(|l| l.line.clone()).collect())
     }
 
     /// Like [`Self::log`], in the form listeners get live lines (SSE refills).
