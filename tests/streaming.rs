@@ -1,6 +1,7 @@
 //! Job output under load: a job printing faster than the broker takes lines loses
 //! none of them at QoS 1 (the job is paced instead), and a broker outage never
-//! stalls a job (its lines stay readable over HTTP).
+//! stalls a job (its lines stay readable over HTTP, and the worker says how many
+//! it did not publish).
 
 mod support;
 
@@ -139,4 +140,23 @@ async fn a_broker_outage_never_stalls_a_job_and_its_lines_stay_readable() {
         )
         .await;
     assert_eq!(r["data"]["state"], "succeeded", "{r}");
+    // The next job's lines are published again, and the worker says what it skipped.
+    c.subscribe(&worker.topic("jobs/#")).await;
+    let again = c
+        .run_job(
+            &worker.base,
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": "nc"}),
+        )
+        .await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let job = again["job_id"].as_str().unwrap();
+    assert_eq!(c.job_lines(&worker.base, job).len() as u64, LINES);
+    assert!(
+        worker
+            .log_text()
+            .contains("log lines were not published while the broker was unreachable"),
+        "{}",
+        worker.log_text()
+    );
 }

@@ -493,8 +493,16 @@ struct Publisher {
 
 impl Publisher {
     async fn publish(&mut self, event: JobEvent) {
+        if self.dropped_lines > 0 && self.status.connected() {
+            tracing::warn!(
+                lines = self.dropped_lines,
+                "log lines were not published while the broker was unreachable"
+            );
+            self.dropped_lines = 0;
+        }
         if let JobEvent::Log(l) = &event {
             let topic = self.topics.job_log(l.job_id);
+            // Lines fit in the client's queue for a while; then they are skipped.
             let sent = tokio::select! {
                 biased;
                 r = self.client.publish_bytes(topic, self.log_qos, false, l.json.clone()) => r.is_ok(),
@@ -502,12 +510,6 @@ impl Publisher {
             };
             if !sent {
                 self.dropped_lines += 1;
-            } else if self.dropped_lines > 0 {
-                tracing::warn!(
-                    lines = self.dropped_lines,
-                    "log lines were not published while the broker was unreachable"
-                );
-                self.dropped_lines = 0;
             }
             return;
         }
