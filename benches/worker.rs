@@ -325,6 +325,12 @@ impl Lean {
         panic!("connection closed")
     }
 
+    /// Subscribes to this client's own answer topic (see [`Lean::request`]).
+    async fn hear_answers(&mut self, base: &str) {
+        let topic = format!("{base}/response/bench/{}", self.id);
+        self.subscribe(topic).await;
+    }
+
     /// Publishes a command with a v5 Response Topic of this client's own.
     async fn request(&mut self, base: &str, command: &str, body: Value) -> Value {
         let reply = format!("{base}/response/bench/{}", self.id);
@@ -374,8 +380,7 @@ async fn overhead(t: &mut Table, broker: &Broker, runs: usize) {
     let worker = Worker::start(broker, &repos, &[("BMQTT_LOG__LEVEL", "warn")]).await;
     let mut c = Lean::connect(broker).await;
     c.subscribe(worker.topic("jobs/+/result")).await;
-    c.subscribe(format!("{}/response/bench/{}", worker.base, c.id))
-        .await;
+    c.hear_answers(&worker.base).await;
     let cfg = repos.config_dir().join("nc.yaml");
     let (mut direct, mut mqtt, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
@@ -457,8 +462,7 @@ async fn stream(t: &mut Table, broker: &Broker, runs: usize, qos: u8, sizes: &[u
             let mut sub = Lean::connect(broker).await;
             sub.subscribe(worker.topic("jobs/+/log")).await;
             sub.subscribe(worker.topic("jobs/+/result")).await;
-            sub.subscribe(format!("{}/response/bench/{}", worker.base, sub.id))
-                .await;
+            sub.hear_answers(&worker.base).await;
             let r = sub
                 .request(
                     &worker.base,
@@ -584,8 +588,7 @@ async fn fanout(t: &mut Table, broker: &Broker, runs: usize) {
     for _ in 0..runs.min(3) {
         standin.set(LINES, RATE);
         let mut c = Lean::connect(broker).await;
-        c.subscribe(format!("{}/response/bench/{}", worker.base, c.id))
-            .await;
+        c.hear_answers(&worker.base).await;
         // Clients connect while the job runs: each gets the backlog, then live lines.
         let r = c
             .request(
@@ -685,8 +688,7 @@ async fn latency(t: &mut Table, broker: &Broker, runs: usize) {
             let mut tasks = Vec::new();
             for _ in 0..clients {
                 let mut c = Lean::connect(broker).await;
-                c.subscribe(format!("{}/response/bench/{}", worker.base, c.id))
-                    .await;
+                c.hear_answers(&worker.base).await;
                 let base = worker.base.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut v = Vec::with_capacity(per);
@@ -780,8 +782,7 @@ async fn memory(t: &mut Table, broker: &Broker, runs: usize) {
         idle.push(rss_mb(pid));
         let mut c = Lean::connect(broker).await;
         c.subscribe(worker.topic("jobs/+/result")).await;
-        c.subscribe(format!("{}/response/bench/{}", worker.base, c.id))
-            .await;
+        c.hear_answers(&worker.base).await;
         let t0 = Instant::now();
         for i in 0..1000 {
             let r = c
