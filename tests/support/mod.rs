@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 pub mod docker;
+pub mod homeassistant;
 
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef-RRRR";
 pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef-WWWW";
@@ -26,6 +27,11 @@ pub const WORKER_PASSWORD: &str = "worker-broker-password-5678";
 pub const CLIENT_PASSWORD: &str = "client-broker-password-1234";
 pub const PASSPHRASE: &str = "borg-passphrase-never-shown-9876";
 pub const HA_PASSWORD: &str = "homeassistant-broker-password-42";
+
+/// The password of a shipped broker user ([`Broker::start_shipped`]).
+pub fn shipped_password(user: &str) -> String {
+    format!("{user}-shipped-broker-password-31")
+}
 
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -85,13 +91,20 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// With the project's own `mosquitto/acl` and its users (`borgmatic`, `nodered`,
+    /// `homeassistant`, passwords [`SHIPPED_PASSWORD`]` + user`), plus the test's
+    /// observer `client`, which may read everything and send commands.
+    pub fn start_shipped() -> Broker {
+        Self::start_with(false, true)
     }
 
     /// Also listens with TLS (a throwaway CA and a server certificate for
     /// `localhost`); the CA is at [`Broker::ca_file`].
     pub fn start_tls() -> Broker {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
     /// A handle for a broker started elsewhere (connection details only).
@@ -108,20 +121,24 @@ impl Broker {
         self.dir.path().join("ca.crt")
     }
 
-    fn start_with(tls: bool) -> Broker {
+    fn start_with(tls: bool, shipped: bool) -> Broker {
         require("mosquitto");
         require("mosquitto_passwd");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let pw = dir.path().join("passwd");
-        for (i, (user, pass)) in [
-            ("worker", WORKER_PASSWORD),
-            ("client", CLIENT_PASSWORD),
-            ("homeassistant", HA_PASSWORD),
-        ]
-        .iter()
-        .enumerate()
-        {
+        let mut users = vec![
+            ("worker".to_string(), WORKER_PASSWORD.to_string()),
+            ("client".to_string(), CLIENT_PASSWORD.to_string()),
+            ("homeassistant".to_string(), HA_PASSWORD.to_string()),
+        ];
+        if shipped {
+            users.retain(|(u, _)| u == "client");
+            for u in ["borgmatic", "nodered", "homeassistant"] {
+                users.push((u.to_string(), shipped_password(u)));
+            }
+        }
+        for (i, (user, pass)) in users.iter().enumerate() {
             let mut c = Command::new("mosquitto_passwd");
             if i == 0 {
                 c.arg("-c");
@@ -133,13 +150,19 @@ impl Broker {
                 .success();
             assert!(ok, "mosquitto_passwd failed");
         }
-        std::fs::write(
-            dir.path().join("acl"),
+        let acl = if shipped {
+            let project = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("mosquitto/acl"),
+            )
+            .unwrap();
+            format!("{project}\nuser client\ntopic read #\ntopic write borgmatic/+/cmd/#\n")
+        } else {
             "user worker\ntopic readwrite test/#\n\n\
              user client\ntopic write test/+/cmd/#\ntopic read test/#\n\n\
-             user homeassistant\ntopic write test/+/ha/#\ntopic write test/+/homeassistant/status\ntopic read test/#\n",
-        )
-        .unwrap();
+             user homeassistant\ntopic write test/+/ha/#\ntopic write test/+/homeassistant/status\ntopic read test/#\n"
+                .to_string()
+        };
+        std::fs::write(dir.path().join("acl"), acl).unwrap();
         // Running as root, Mosquitto drops to user `mosquitto` and could not read the
         // 0700 temp dir: tell it to stay root.
         let user_line = if nix_is_root() { "user root\n" } else { "" };
@@ -480,12 +503,23 @@ impl Worker {
 
     /// Starts the worker and waits for its retained `online`.
     pub async fn start(broker: &Broker, repos: &Repos, extra: &[(&str, &str)]) -> Worker {
+        Self::start_at(broker, repos, &format!("test/{}", uuid_like()), extra).await
+    }
+
+    /// Like [`Worker::start`], under the given base topic (`extra` may override the
+    /// broker user, e.g. the shipped `borgmatic`).
+    pub async fn start_at(
+        broker: &Broker,
+        repos: &Repos,
+        base: &str,
+        extra: &[(&str, &str)],
+    ) -> Worker {
         let mut env = Worker::env(broker, repos);
         for (k, v) in extra {
             env.retain(|(k2, _)| k2 != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let base = format!("test/{}", uuid_like());
+        let base = base.to_string();
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
         env.push((
