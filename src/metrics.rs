@@ -55,7 +55,14 @@ pub fn spawn_job_metrics(mut events: ReliableEvents) {
 fn record_result(r: &JobResult) {
     let rec = &r.record;
     let command = rec.command.clone();
-    metrics::counter!("bmqtt_jobs_total", "command" => command.clone(), "outcome" => rec.state.as_str())
+    // A backup that left files out counts as `partial`, never among the warnings
+    // an alert may tolerate.
+    let outcome = if command == "backup/run" {
+        crate::mqtt::summary::backup_result(rec.state, r.data.as_ref())
+    } else {
+        rec.state.as_str()
+    };
+    metrics::counter!("bmqtt_jobs_total", "command" => command.clone(), "outcome" => outcome)
         .increment(1);
     let duration = match (rec.started_at, rec.finished_at) {
         (Some(s), Some(f)) => (f - s).num_milliseconds().max(0) as f64 / 1000.0,
@@ -66,12 +73,29 @@ fn record_result(r: &JobResult) {
     let Some(repo) = rec.repository.clone() else {
         return;
     };
-    let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning);
     let data = r.data.as_ref();
+    let partial = data
+        .and_then(|d| d.get("partial"))
+        .and_then(|v| v.as_bool())
+        == Some(true);
+    let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning) && !partial;
     let dry_run = data
         .and_then(|d| d.get("dry_run"))
         .and_then(|v| v.as_bool())
         == Some(true);
+    if command == "backup/run" && !dry_run {
+        record_skipped(&repo, data);
+    }
+    if command == "archive/extract" {
+        let unrestored = data
+            .and_then(|d| d.get("unrestored_files"))
+            .and_then(|v| v.as_u64());
+        if let Some(n) = unrestored {
+            metrics::gauge!("bmqtt_last_extract_unrestored_files", "repository" => repo.clone())
+                .set(n as f64);
+        }
+    }
+    // A partial backup is not a success: the success timestamp stays where it was.
     if command == "backup/run" && ok && !dry_run {
         if let Some(done) = rec.finished_at {
             metrics::gauge!("bmqtt_last_backup_success_timestamp_seconds", "repository" => repo.clone())
@@ -109,6 +133,29 @@ fn record_result(r: &JobResult) {
             .and_then(|a| a.as_array())
         {
             metrics::gauge!("bmqtt_archives", "repository" => repo).set(n.len() as f64);
+        }
+    }
+}
+
+/// What a backup left out: the last backup's count (0 after a complete one; alert
+/// on `> 0`) and a running total per reason.
+fn record_skipped(repo: &str, data: Option<&serde_json::Value>) {
+    let Some(d) = data else { return };
+    let Some(n) = d.get("skipped_files").and_then(|v| v.as_u64()) else {
+        return;
+    };
+    metrics::gauge!("bmqtt_last_backup_skipped_files", "repository" => repo.to_string())
+        .set(n as f64);
+    for (reason, count) in d
+        .get("skipped_reasons")
+        .and_then(|v| v.as_object())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = count.as_u64() {
+            metrics::counter!("bmqtt_backup_skipped_files_total",
+                "repository" => repo.to_string(), "reason" => reason.clone())
+            .increment(c);
         }
     }
 }

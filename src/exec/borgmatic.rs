@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use super::borgmatic_log;
 use super::process::{self, ProcessSpec};
+use super::restored;
+use super::skipped::{self, Skipped};
 use crate::command::{ArchiveName, ArchivePath, RepositoryLabel};
 use crate::config::{Secret, Settings};
 use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
@@ -222,7 +224,29 @@ impl Borgmatic {
 
     /// The task that runs `action` on one repository's configuration.
     pub fn task(&self, repo: &Repository, secrets: &JobSecrets, action: Action) -> BorgmaticTask {
-        self.task_for(repo.config.clone(), secrets, action)
+        // An extract is followed by a comparison with the archive's listing (see
+        // `restored`): borg does not report owners it could not restore.
+        let restore_check = match &action {
+            Action::Extract {
+                archive,
+                paths,
+                destination,
+            } => Some(Box::new(RestoreCheck {
+                listing: self.task_for(
+                    repo.config.clone(),
+                    secrets,
+                    Action::ListFiles {
+                        archive: archive.clone(),
+                    },
+                ),
+                destination: destination.clone(),
+                paths: paths.clone(),
+            })),
+            _ => None,
+        };
+        let mut task = self.task_for(repo.config.clone(), secrets, action);
+        task.restore_check = restore_check;
+        task
     }
 
     /// `config validate` of every configuration in the config directory.
@@ -393,6 +417,7 @@ impl Borgmatic {
             output,
             runtime_root: self.runtime_root.clone(),
             log_json: self.log_json,
+            restore_check: None,
         }
     }
 }
@@ -456,6 +481,15 @@ pub struct BorgmaticTask {
     output: Output,
     runtime_root: PathBuf,
     log_json: bool,
+    /// For a job that extracts: compare owners and modes afterwards.
+    restore_check: Option<Box<RestoreCheck>>,
+}
+
+/// What an extract job compares after borg is done.
+struct RestoreCheck {
+    listing: BorgmaticTask,
+    destination: PathBuf,
+    paths: Vec<ArchivePath>,
 }
 
 impl BorgmaticTask {
@@ -481,6 +515,7 @@ struct Observed {
     lock_held: bool,
     progress: serde_json::Map<String, Value>,
     last_progress: Option<std::time::Instant>,
+    skipped: Skipped,
 }
 
 /// What one borgmatic run left behind, before it is judged.
@@ -493,6 +528,8 @@ pub struct RunResult {
     pub first_error: Option<String>,
     /// borg met a lock held by another process.
     pub lock_held: bool,
+    /// Files a `create` left out (empty for other actions).
+    pub skipped: Skipped,
 }
 
 impl BorgmaticTask {
@@ -513,7 +550,12 @@ impl BorgmaticTask {
         }
         let observed = std::sync::Mutex::new(Observed::default());
         let log_json = self.log_json;
+        let creates = matches!(self.output, Output::Create { .. });
         let on_line = |stream: Stream, raw: &str| {
+            // borg's per-file warnings arrive on stderr (stdout is the JSON result).
+            let issue = (creates && stream == Stream::Stderr)
+                .then(|| skipped::classify(raw, log_json))
+                .flatten();
             let rendered = if log_json {
                 borgmatic_log::render(raw)
             } else {
@@ -524,6 +566,9 @@ impl BorgmaticTask {
             };
             let mut publish = None;
             if let Ok(mut o) = observed.lock() {
+                if let Some(issue) = issue {
+                    o.skipped.add(issue);
+                }
                 if let Some(text) = &rendered.text {
                     o.warned |= is_warning(text);
                     if text.contains("Failed to create/acquire the lock") {
@@ -564,6 +609,7 @@ impl BorgmaticTask {
             warned: o.warned,
             first_error: o.first_error,
             lock_held: o.lock_held,
+            skipped: o.skipped,
         })
     }
 }
@@ -588,29 +634,105 @@ impl Task for BorgmaticTask {
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome> {
         Box::pin(async move {
             let output = self.output.clone();
-            let run = match (*self).run_inline(&ctx).await {
+            let mut task = *self;
+            let restore_check = task.restore_check.take();
+            let run = match task.run_inline(&ctx).await {
                 Ok(r) => r,
                 Err(e) => return TaskOutcome::failed(e.to_string()),
             };
             let data = parse_output(&output, &run.stdout);
-            let (state, error) = if run.exit_code == 0 {
-                let state = if run.warned {
-                    JobState::Warning
-                } else {
-                    JobState::Succeeded
-                };
-                (state, None)
-            } else {
-                (JobState::Failed, Some(run.failure()))
-            };
-            TaskOutcome {
-                state,
-                exit_code: Some(run.exit_code),
-                data,
-                error,
+            let mut outcome = judge(&output, &run, data);
+            if let (Some(check), JobState::Succeeded | JobState::Warning) =
+                (restore_check, outcome.state)
+            {
+                check_restore(*check, &ctx, &mut outcome).await;
             }
+            outcome
         })
     }
+}
+
+/// The job's state from borgmatic's exit code and warnings, and from what borg
+/// left out: a backup that skipped files is a `warning` with the reason, never a
+/// success, whatever exit code borgmatic chose.
+fn judge(output: &Output, run: &RunResult, mut data: Option<Value>) -> TaskOutcome {
+    let mut reason = None;
+    if matches!(output, Output::Create { .. }) {
+        let archive = data
+            .as_ref()
+            .and_then(|d| d.get("archive"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        reason = run.skipped.reason(archive.as_deref());
+        if let Some(Value::Object(d)) = &mut data {
+            d.extend(run.skipped.fields());
+            if let Some(r) = &reason {
+                d.insert("reason".into(), json!(r));
+            }
+        }
+    }
+    let (state, error) = if run.exit_code != 0 {
+        (JobState::Failed, Some(run.failure()))
+    } else if reason.is_some() || run.warned {
+        (JobState::Warning, reason)
+    } else {
+        (JobState::Succeeded, None)
+    };
+    TaskOutcome {
+        state,
+        exit_code: Some(run.exit_code),
+        data,
+        error,
+    }
+}
+
+/// Lists the archive and compares owners and modes of what was extracted; any
+/// difference, or a comparison that could not be made, turns the job into a
+/// `warning` with the reason.
+async fn check_restore(check: RestoreCheck, ctx: &TaskContext, outcome: &mut TaskOutcome) {
+    ctx.line(
+        Stream::Stdout,
+        "comparing restored owners and modes with the archive",
+    );
+    let listing = check.listing.run_inline(ctx).await;
+    let mut data = match outcome.data.take() {
+        Some(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let reason = match listing {
+        Ok(l) if l.exit_code == 0 => {
+            let destination = check.destination.clone();
+            let paths = check.paths.clone();
+            let stdout = l.stdout;
+            match tokio::task::spawn_blocking(move || {
+                restored::compare(&destination, &paths, &stdout)
+            })
+            .await
+            {
+                Ok(compared) => {
+                    data.extend(compared.fields());
+                    compared.reason()
+                }
+                Err(e) => Some(format!(
+                    "extracted, but owners and modes could not be compared with the archive: {e}"
+                )),
+            }
+        }
+        Ok(l) => Some(format!(
+            "extracted, but owners and modes could not be compared with the archive: {}",
+            l.failure()
+        )),
+        Err(e) => Some(format!(
+            "extracted, but owners and modes could not be compared with the archive: {e}"
+        )),
+    };
+    if let Some(r) = reason {
+        data.insert("partial".into(), json!(true));
+        data.insert("reason".into(), json!(r));
+        outcome.state = JobState::Warning;
+        outcome.error = Some(r);
+    }
+    outcome.data = Some(Value::Object(data));
 }
 
 fn private_runtime_dir(root: &Path) -> Option<tempfile::TempDir> {
@@ -761,6 +883,56 @@ mod tests {
         ));
         assert!(!is_warning("Saving files cache"));
         assert!(!is_warning("no warnings were found: all good"));
+    }
+
+    fn run_with(exit_code: i32, warned: bool, lines: &[&str]) -> RunResult {
+        let mut skipped = Skipped::default();
+        for l in lines {
+            if let Some(i) = skipped::classify(l, true) {
+                skipped.add(i);
+            }
+        }
+        RunResult {
+            exit_code,
+            stdout:
+                br#"[{"archive": {"name": "nas-1", "stats": {}}, "repository": {"label": "nas"}}]"#
+                    .to_vec(),
+            warned,
+            first_error: None,
+            lock_held: false,
+            skipped,
+        }
+    }
+
+    #[test]
+    fn a_backup_that_skipped_files_is_never_a_success() {
+        let denied = r#"{"type": "log_message", "message": "/s/f: open: [Errno 13] Permission denied: 'f'", "levelname": "WARNING", "name": "borg.archiver"}"#;
+        let create = Output::Create { dry_run: false };
+        // Even when borgmatic was told to treat borg's warning as success.
+        for warned in [true, false] {
+            let run = run_with(0, warned, &[denied]);
+            let out = judge(&create, &run, parse_output(&create, &run.stdout));
+            assert_eq!(out.state, JobState::Warning);
+            let d = out.data.unwrap();
+            assert_eq!(d["partial"], true);
+            assert_eq!(d["skipped_files"], 1);
+            assert_eq!(d["skipped"][0]["path"], "/s/f");
+            assert_eq!(d["archive"], "nas-1");
+            assert!(out.error.unwrap().contains("nas-1"));
+        }
+        let clean = run_with(0, false, &[]);
+        let out = judge(&create, &clean, parse_output(&create, &clean.stdout));
+        assert_eq!(out.state, JobState::Succeeded);
+        let d = out.data.unwrap();
+        assert_eq!(
+            (d["partial"].clone(), d["skipped_files"].clone()),
+            (json!(false), json!(0))
+        );
+        assert!(out.error.is_none());
+        let failed = run_with(1, false, &[denied]);
+        let out = judge(&create, &failed, parse_output(&create, &failed.stdout));
+        assert_eq!(out.state, JobState::Failed);
+        assert_eq!(out.data.unwrap()["skipped_files"], 1);
     }
 
     #[test]

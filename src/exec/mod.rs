@@ -6,5 +6,7 @@ pub mod borgmatic_log;
 pub mod docker_exec;
 pub mod policy;
 pub mod process;
+pub mod restored;
 pub mod roots;
+pub mod skipped;
 pub mod verify;

@@ -1,7 +1,9 @@
 //! Home Assistant MQTT discovery: one device per worker; per repository a "Run
 //! backup" and a "Verify backup" button, last backup time / result / duration /
 //! size and last verification sensors, and a running binary sensor; availability
-//! bound to `<base>/status`.
+//! bound to `<base>/status`. The last result reads the summary's `result`
+//! (`partial` for a backup that left files out), with what was left out as
+//! attributes.
 //!
 //! A discovery payload is retained and readable by whoever reads the discovery
 //! prefix, so it must not carry a token: the buttons publish to
@@ -30,6 +32,15 @@ const ENTITIES: &[&str] = &[
     "verify_result",
     "running",
 ];
+
+/// What the last-result sensor shows as attributes: the archive, the reason and
+/// what a partial backup left out.
+const LAST_RESULT_ATTRIBUTES: &str = "{{ {'archive': value_json.archive, \
+'reason': value_json.reason if value_json.reason is defined else value_json.error, \
+'partial': value_json.partial | default(false), \
+'skipped_files': value_json.skipped_files | default(0), \
+'skipped_reasons': value_json.skipped_reasons | default({}), \
+'skipped': value_json.skipped | default([])} | tojson }}";
 
 fn component(entity: &str) -> &'static str {
     match entity {
@@ -113,8 +124,14 @@ pub fn entities(prefix: &str, node: &str, topics: &Topics, repository: &str) -> 
                     "state_topic": backup, "device_class": "timestamp",
                     "value_template": "{{ value_json.finished_at }}",
                 }),
+                // `result` is `partial` for a backup that left files out (its job
+                // state is `warning`): never a success-looking value. The
+                // attributes say what was left out and why.
                 "last_result" => json!({
-                    "state_topic": backup, "value_template": "{{ value_json.state }}",
+                    "state_topic": backup,
+                    "value_template": "{{ value_json.result | default(value_json.state) }}",
+                    "json_attributes_topic": backup,
+                    "json_attributes_template": LAST_RESULT_ATTRIBUTES,
                     "icon": "mdi:check-circle-outline",
                 }),
                 "last_duration" => json!({
@@ -189,6 +206,19 @@ mod tests {
                 e.topic
             );
         }
+        let result = all
+            .iter()
+            .find(|e| e.topic.ends_with("/last_result/config"))
+            .and_then(|e| e.payload.as_ref())
+            .unwrap();
+        assert!(result["value_template"]
+            .as_str()
+            .unwrap()
+            .contains("value_json.result"));
+        assert_eq!(
+            result["json_attributes_topic"],
+            "borgmatic/nas/last/next.cloud/backup"
+        );
         assert!(removals("homeassistant", "nas", "x")
             .iter()
             .all(|e| e.payload.is_none()));

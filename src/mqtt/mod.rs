@@ -11,6 +11,7 @@
 
 pub mod discovery;
 mod options;
+pub mod summary;
 pub mod topics;
 
 use std::collections::HashMap;
@@ -522,48 +523,6 @@ impl Publisher {
     }
 }
 
-/// The retained `last/<repository>/backup|verify` summary a result gives, if any
-/// (dry runs leave the last real backup in place).
-fn last_summary(r: &crate::jobs::JobResult) -> Option<(String, &'static str, serde_json::Value)> {
-    let rec = &r.record;
-    let repo = rec.repository.clone()?;
-    let data = r.data.clone().unwrap_or(serde_json::Value::Null);
-    let duration = match (rec.started_at, rec.finished_at) {
-        (Some(s), Some(f)) => Some((f - s).num_milliseconds() as f64 / 1000.0),
-        _ => None,
-    };
-    let base = serde_json::json!({
-        "job_id": rec.job_id,
-        "state": rec.state,
-        "finished_at": rec.finished_at,
-        "duration_secs": duration,
-        "error": rec.error,
-    });
-    let mut summary = base;
-    match rec.command.as_str() {
-        "backup/run" if data["dry_run"] != true => {
-            summary["archive"] = data["archive"].clone();
-            summary["stats"] = data["stats"].clone();
-            Some((repo, "backup", summary))
-        }
-        "backup/verify" => {
-            for k in [
-                "verified",
-                "archive",
-                "sampled",
-                "matched",
-                "mismatched",
-                "changed",
-                "missing",
-            ] {
-                summary[k] = data[k].clone();
-            }
-            Some((repo, "verify", summary))
-        }
-        _ => None,
-    }
-}
-
 /// One message to publish.
 struct Message {
     topic: String,
@@ -613,7 +572,7 @@ fn messages(
         }
         JobEvent::Result(result) => {
             last_state.remove(&result.record.job_id);
-            if let Some((repo, kind, summary)) = last_summary(&result) {
+            if let Some((repo, kind, summary)) = summary::last_summary(&result) {
                 out.push(Message::new(
                     topics.last(&repo, kind),
                     true,
