@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 pub mod docker;
+pub mod stack;
 
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef-RRRR";
 pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef-WWWW";
