@@ -12,7 +12,8 @@ use support::*;
 
 struct DeployBroker {
     port: u16,
-    _dir: tempfile::TempDir,
+    tls_port: u16,
+    dir: tempfile::TempDir,
     child: std::process::Child,
 }
 
@@ -38,7 +39,7 @@ fn start() -> DeployBroker {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("mosquitto");
     std::fs::create_dir_all(&copy).unwrap();
-    for f in ["acl", "make-passwd", "mosquitto.conf"] {
+    for f in ["acl", "make-passwd", "make-certs", "mosquitto.conf"] {
         std::fs::copy(root.join(f), copy.join(f)).unwrap();
     }
     let mut script = Command::new(copy.join("make-passwd"));
@@ -54,11 +55,24 @@ fn start() -> DeployBroker {
         std::fs::read_to_string(dir.path().join("secrets/mqtt_nodered_password")).unwrap(),
         "deploy-nodered-password-2"
     );
+    // The README's certificate step, for the name clients use here.
+    let certs = Command::new(copy.join("make-certs"))
+        .args(["localhost", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        certs.status.success(),
+        "make-certs failed: {}",
+        String::from_utf8_lossy(&certs.stderr)
+    );
     let port = free_port();
+    let tls_port = free_port();
     let conf = std::fs::read_to_string(copy.join("mosquitto.conf"))
         .unwrap()
         .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
+        .replace("listener 8883", &format!("listener {tls_port} 127.0.0.1"))
         .replace("/mosquitto/config/", &format!("{}/", copy.display()))
+        .replace("/mosquitto/certs/", &format!("{}/certs/", copy.display()))
         .replace("persistence true", "persistence false")
         .replace("log_dest stdout", "log_dest stderr");
     let user_line = if is_root() { "user root\n" } else { "" };
@@ -70,15 +84,18 @@ fn start() -> DeployBroker {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    for p in [port, tls_port] {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", p)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
         }
-        std::thread::sleep(Duration::from_millis(25));
     }
     DeployBroker {
         port,
-        _dir: dir,
+        tls_port,
+        dir,
         child,
     }
 }
@@ -186,6 +203,86 @@ async fn the_acl_grants_each_user_what_it_needs_and_nothing_more() {
         !spy.all_text().contains(&secret),
         "nodered read another client's command"
     );
+}
+
+/// The shipped TLS listener: a client that trusts the CA `make-certs` made
+/// connects and is authorised as usual; a client that does not trust it, or speaks
+/// plain MQTT to the TLS port, gets no session.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_listener_serves_clients_that_trust_the_projects_ca() {
+    let b = start();
+    let ca = b.dir.path().join("mosquitto/certs/ca.crt");
+    let pw = passwords()[1].1;
+    let tls = Client::connect_tls("localhost", b.tls_port, &ca, "nodered", pw).await;
+    assert!(
+        tls.publish_authorized("borgmatic/nas/cmd/job/list", "x")
+            .await,
+        "nodered over TLS was refused"
+    );
+    // The server certificate also names 127.0.0.1, and verification is real:
+    // openssl accepts it with the CA and refuses it with another one.
+    let verify = |ca: &std::path::Path| {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", b.tls_port)])
+            .args(["-verify_return_error", "-verify_ip", "127.0.0.1", "-CAfile"])
+            .arg(ca)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(verify(&ca));
+    assert!(
+        !verify(&other_ca(&b)),
+        "verified with a CA that did not sign it"
+    );
+    // Plain MQTT on the TLS port: the broker never answers with a CONNACK.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", b.tls_port)).unwrap();
+    use std::io::{Read, Write};
+    plain
+        .write_all(b"\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x03abc")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4];
+    let n = plain.read(&mut buf).unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] != 0x20,
+        "plain MQTT got a CONNACK on the TLS port"
+    );
+    // The CA key stays out of the directory the broker mounts.
+    assert!(!b.dir.path().join("mosquitto/certs/ca.key").exists());
+    let mode = std::fs::metadata(b.dir.path().join("mosquitto/certs/server.key"))
+        .unwrap()
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        mode.mode() & 0o777,
+        0o640,
+        "server.key is readable by others"
+    );
+}
+
+/// A CA that did not sign the broker's certificate.
+fn other_ca(b: &DeployBroker) -> std::path::PathBuf {
+    let dir = b.dir.path().join("other");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=other", "-keyout"])
+        .arg(dir.join("k"))
+        .arg("-out")
+        .arg(dir.join("ca.crt"))
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok);
+    dir.join("ca.crt")
 }
 
 #[test]

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 pub mod docker;
 pub mod homeassistant;
+pub mod stack;
 
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef-RRRR";
 pub const WRITE_TOKEN: &str = "write-token-0123456789abcdef-WWWW";
@@ -656,6 +657,26 @@ impl Client {
     pub async fn connect_as(broker: &Broker, user: &str, password: &str) -> Client {
         let mut o = MqttOptions::new(uuid_like(), "127.0.0.1", broker.port);
         o.set_credentials(user, password);
+        Self::connect_with(o).await
+    }
+
+    /// Connects over TLS to `host:port`, trusting only the CA in `ca_file`; the
+    /// server's certificate must name `host`.
+    pub async fn connect_tls(
+        host: &str,
+        port: u16,
+        ca_file: &Path,
+        user: &str,
+        password: &str,
+    ) -> Client {
+        let mut o = MqttOptions::new(uuid_like(), host, port);
+        o.set_credentials(user, password);
+        let ca = std::fs::read(ca_file).expect("cannot read the CA file");
+        o.set_transport(rumqttc::Transport::tls(ca, None, None));
+        Self::connect_with(o).await
+    }
+
+    async fn connect_with(mut o: MqttOptions) -> Client {
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(Some(64 * 1024 * 1024));
         let mut net = rumqttc::NetworkOptions::new();
