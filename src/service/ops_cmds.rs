@@ -17,7 +17,7 @@ use crate::ssh_keys::{KeyError, KeyStore};
 fn key_error(e: KeyError) -> ApiError {
     match e {
         KeyError::NotFound(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
-        KeyError::Exists(_) => ApiError::invalid(e.to_string()),
+        KeyError::Exists(_) | KeyError::NotManaged(_) => ApiError::invalid(e.to_string()),
         KeyError::Io(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
     }
 }
