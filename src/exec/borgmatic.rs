@@ -199,6 +199,18 @@ impl Borgmatic {
         }
     }
 
+    /// A builder for tests of the argv alone (nothing is run).
+    #[cfg(test)]
+    pub(crate) fn for_tests(config_dir: &Path) -> Self {
+        Self {
+            binary: "borgmatic".into(),
+            config_dir: config_dir.to_path_buf(),
+            kill_grace: Duration::from_secs(1),
+            runtime_root: config_dir.join("run"),
+            log_json: true,
+        }
+    }
+
     /// `<config_dir>/<label>.yaml` (or `.yml`), when it exists.
     pub fn repository(&self, label: &RepositoryLabel) -> Option<Repository> {
         ["yaml", "yml"].iter().find_map(|ext| {

@@ -7,4 +7,8 @@ pub mod docker_exec;
 pub mod policy;
 pub mod process;
 pub mod roots;
+pub mod ssh;
 pub mod verify;
+
+#[cfg(test)]
+mod argv_props;
