@@ -334,10 +334,15 @@ impl Task for EmergencyStop {
 }
 
 async fn unmount(mount_point: &str, ctx: &TaskContext) -> bool {
+    // Read from /proc/self/mountinfo below the mount root: absolute, and after `--`
+    // in any case, so it is never an option.
+    if !mount_point.starts_with('/') || mount_point.contains(['\n', '\0']) {
+        return false;
+    }
     for (program, args) in [
-        ("fusermount", vec!["-u", mount_point]),
-        ("fusermount3", vec!["-u", mount_point]),
-        ("umount", vec![mount_point]),
+        ("fusermount", vec!["-u", "--", mount_point]),
+        ("fusermount3", vec!["-u", "--", mount_point]),
+        ("umount", vec!["--", mount_point]),
     ] {
         let spec = ProcessSpec {
             program: program.into(),

@@ -4,7 +4,17 @@
 //! Keys are made in-process (ed25519, OpenSSH format, encrypted with the
 //! passphrase when one is given) rather than with `ssh-keygen -N <passphrase>`,
 //! which would put the passphrase in argv. Private keys never leave the machine.
+//!
+//! The key directory may be a user's `~/.ssh` (the default is `/root/.ssh`), shared
+//! with files that are not ours. `show` and `test` use only a *key*: a regular file
+//! (never a link) holding an OpenSSH private key whose `.pub`, if present, is a
+//! regular file holding its public half. `rotate` and `delete` change only a key this
+//! worker made, whose public half carries the [`MARK`] comment (so root's own
+//! `id_ed25519`, which borg may need, is safe). `known_hosts`, `config`,
+//! `authorized_keys`, links and any other file are refused and left untouched.
 
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -20,6 +30,8 @@ pub enum KeyError {
     NotFound(String),
     #[error("key {0} already exists (ssh-key/rotate replaces a key)")]
     Exists(String),
+    #[error("{0} in the key directory is not a key this worker manages; left untouched")]
+    NotManaged(String),
     #[error("{0}")]
     Io(String),
 }
@@ -46,6 +58,50 @@ fn io(e: impl std::fmt::Display) -> KeyError {
     KeyError::Io(e.to_string())
 }
 
+/// The comment prefix of every key this worker makes: only those may be rotated
+/// or deleted.
+pub const MARK: &str = "borgmatic-mqtt@";
+
+/// Largest key file read (an ed25519 key is well under 1 KiB).
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// The text of `path` if it is a regular file and not a link (checked on the
+/// opened file too, so a swap in between is noticed); `None` when it is missing.
+fn read_regular(path: &Path, name: &str) -> Result<Option<String>, KeyError> {
+    let before = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    if !before.file_type().is_file() || before.len() > MAX_KEY_FILE {
+        return Err(KeyError::NotManaged(name.into()));
+    }
+    let f = std::fs::File::open(path).map_err(io)?;
+    let after = f.metadata().map_err(io)?;
+    if (after.dev(), after.ino()) != (before.dev(), before.ino()) {
+        return Err(KeyError::NotManaged(name.into()));
+    }
+    let mut text = String::new();
+    f.take(MAX_KEY_FILE)
+        .read_to_string(&mut text)
+        .map_err(|_| KeyError::NotManaged(name.into()))?;
+    Ok(Some(text))
+}
+
+/// Whether anything (a link included) is at `path`.
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// A key this worker manages, read from disk.
+struct Managed {
+    private: PrivateKey,
+    /// The `.pub` file's text, when there is one.
+    public_text: Option<String>,
+    /// Its public half carries [`MARK`]: this worker made it.
+    made_here: bool,
+}
+
 impl KeyStore {
     pub fn new(dir: &Path) -> Self {
         Self {
@@ -60,14 +116,44 @@ impl KeyStore {
         self.dir.join(format!("{name}.pub"))
     }
 
-    /// The private key file of a key (for `ssh -i`).
-    pub fn private_path(&self, name: &KeyName) -> Result<PathBuf, KeyError> {
-        let p = self.private(name.as_str());
-        if p.is_file() {
-            Ok(p)
-        } else {
-            Err(KeyError::NotFound(name.as_str().into()))
+    /// `<name>` if it is a key this worker manages: a regular file holding an
+    /// OpenSSH private key, and `<name>.pub`, when present, a regular file holding
+    /// its public half. Missing: `NotFound`; anything else: `NotManaged`.
+    fn managed(&self, name: &str) -> Result<Managed, KeyError> {
+        let text = read_regular(&self.private(name), name)?
+            .ok_or_else(|| KeyError::NotFound(name.into()))?;
+        let private =
+            PrivateKey::from_openssh(text.trim()).map_err(|_| KeyError::NotManaged(name.into()))?;
+        let public_text = read_regular(&self.public(name), name)?;
+        let mut made_here = false;
+        if let Some(t) = &public_text {
+            let public =
+                PublicKey::from_openssh(t.trim()).map_err(|_| KeyError::NotManaged(name.into()))?;
+            if public.key_data() != private.public_key().key_data() {
+                return Err(KeyError::NotManaged(name.into()));
+            }
+            made_here = public.comment().starts_with(MARK);
         }
+        Ok(Managed {
+            private,
+            public_text,
+            made_here,
+        })
+    }
+
+    /// A key this worker made (what `rotate` and `delete` may change).
+    fn made_here(&self, name: &str) -> Result<Managed, KeyError> {
+        let key = self.managed(name)?;
+        if !key.made_here {
+            return Err(KeyError::NotManaged(name.into()));
+        }
+        Ok(key)
+    }
+
+    /// The private key file of a managed key (for `ssh -i`).
+    pub fn private_path(&self, name: &KeyName) -> Result<PathBuf, KeyError> {
+        self.managed(name.as_str())?;
+        Ok(self.private(name.as_str()))
     }
 
     /// Every key with both halves, sorted by name.
@@ -83,7 +169,7 @@ impl KeyStore {
             let Some(name) = file.strip_suffix(".pub") else {
                 continue;
             };
-            if KeyName::parse(name).is_err() || !self.private(name).is_file() {
+            if KeyName::parse(name).is_err() {
                 continue;
             }
             if let Ok(info) = self.info(name) {
@@ -95,20 +181,16 @@ impl KeyStore {
     }
 
     pub fn show(&self, name: &KeyName) -> Result<KeyInfo, KeyError> {
-        if !self.private(name.as_str()).is_file() {
-            return Err(KeyError::NotFound(name.as_str().into()));
-        }
         self.info(name.as_str())
     }
 
     fn info(&self, name: &str) -> Result<KeyInfo, KeyError> {
-        let text = std::fs::read_to_string(self.public(name))
-            .map_err(|_| KeyError::NotFound(name.into()))?;
+        let key = self.managed(name)?;
+        let text = key
+            .public_text
+            .ok_or_else(|| KeyError::NotFound(format!("{name}.pub")))?;
         let public = PublicKey::from_openssh(text.trim()).map_err(io)?;
-        let private = std::fs::read_to_string(self.private(name)).map_err(io)?;
-        let encrypted = PrivateKey::from_openssh(private.trim())
-            .map(|k| k.is_encrypted())
-            .unwrap_or(false);
+        let encrypted = key.private.is_encrypted();
         Ok(KeyInfo {
             name: name.into(),
             algorithm: public.algorithm().to_string(),
@@ -116,7 +198,7 @@ impl KeyStore {
             comment: public.comment().into(),
             public_key: text.trim().into(),
             encrypted,
-            has_old: self.private(&format!("{name}.old")).is_file(),
+            has_old: self.managed(&format!("{name}.old")).is_ok(),
         })
     }
 
@@ -127,7 +209,7 @@ impl KeyStore {
         passphrase: Option<&Secret>,
         comment: &str,
     ) -> Result<KeyInfo, KeyError> {
-        if self.private(name.as_str()).exists() || self.public(name.as_str()).exists() {
+        if present(&self.private(name.as_str())) || present(&self.public(name.as_str())) {
             return Err(KeyError::Exists(name.as_str().into()));
         }
         self.write_new(name.as_str(), passphrase, comment)?;
@@ -142,14 +224,14 @@ impl KeyStore {
         comment: &str,
     ) -> Result<KeyInfo, KeyError> {
         let n = name.as_str();
-        if !self.private(n).is_file() {
-            return Err(KeyError::NotFound(n.into()));
-        }
+        self.made_here(n)?;
         let old = format!("{n}.old");
-        std::fs::rename(self.private(n), self.private(&old)).map_err(io)?;
-        if self.public(n).exists() {
-            std::fs::rename(self.public(n), self.public(&old)).map_err(io)?;
+        // What the rename replaces must be ours too.
+        if present(&self.private(&old)) || present(&self.public(&old)) {
+            self.made_here(&old)?;
         }
+        std::fs::rename(self.private(n), self.private(&old)).map_err(io)?;
+        std::fs::rename(self.public(n), self.public(&old)).map_err(io)?;
         self.write_new(n, passphrase, comment)?;
         self.info(n)
     }
@@ -157,9 +239,7 @@ impl KeyStore {
     /// Removes both halves of a key (`<name>.old` is a key of its own).
     pub fn delete(&self, name: &KeyName) -> Result<(), KeyError> {
         let n = name.as_str();
-        if !self.private(n).is_file() && !self.public(n).is_file() {
-            return Err(KeyError::NotFound(n.into()));
-        }
+        self.made_here(n)?;
         for p in [self.private(n), self.public(n)] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -184,7 +264,11 @@ impl KeyStore {
             .create(&self.dir)
             .map_err(io)?;
         let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(io)?;
-        key.set_comment(comment);
+        if comment.starts_with(MARK) {
+            key.set_comment(comment);
+        } else {
+            key.set_comment(format!("{MARK}{comment}"));
+        }
         let public = key.public_key().to_openssh().map_err(io)?;
         let stored = match passphrase {
             Some(p) => key.encrypt(&mut OsRng, p.expose().as_bytes()).map_err(io)?,
@@ -198,7 +282,13 @@ impl KeyStore {
             .open(self.private(name))
             .map_err(io)?;
         f.write_all(pem.as_bytes()).map_err(io)?;
-        std::fs::write(self.public(name), format!("{public}\n")).map_err(io)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(self.public(name))
+            .and_then(|mut f| f.write_all(format!("{public}\n").as_bytes()))
+            .map_err(io)?;
         Ok(())
     }
 }
@@ -246,5 +336,73 @@ mod tests {
             store.delete(&KeyName::parse("nope").unwrap()),
             Err(KeyError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn only_keys_this_worker_made_are_rotated_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let store = KeyStore::new(&keys);
+        let mine = KeyName::parse("mine").unwrap();
+        store.create(&mine, None, "borgmatic-mqtt@test").unwrap();
+        // Not ours: ssh's own files, root's own key, a link, a non-key, a mismatch.
+        std::fs::write(keys.join("known_hosts"), "host ssh-ed25519 AAAA\n").unwrap();
+        std::fs::write(keys.join("notes"), "not a key\n").unwrap();
+        let own = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+        std::fs::write(
+            keys.join("id_ed25519"),
+            own.to_openssh(LineEnding::LF).unwrap().as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            keys.join("id_ed25519.pub"),
+            own.public_key().to_openssh().unwrap(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(keys.join("mine"), keys.join("link")).unwrap();
+        std::fs::copy(keys.join("mine"), keys.join("mismatch")).unwrap();
+        std::fs::copy(keys.join("id_ed25519.pub"), keys.join("mismatch.pub")).unwrap();
+        let snapshot = || {
+            let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&keys)
+                .unwrap()
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    (
+                        e.file_name().to_string_lossy().into(),
+                        std::fs::read(&p).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = snapshot();
+        for name in ["notes", "id_ed25519", "link", "mismatch"] {
+            let n = KeyName::parse(name).unwrap();
+            assert!(
+                matches!(store.delete(&n), Err(KeyError::NotManaged(_))),
+                "delete {name}"
+            );
+            assert!(
+                matches!(store.rotate(&n, None, "x"), Err(KeyError::NotManaged(_))),
+                "rotate {name}"
+            );
+        }
+        for name in ["known_hosts", "config", "authorized_keys", "mine.pub", "-x"] {
+            assert!(KeyName::parse(name).is_err(), "{name} is a key name");
+        }
+        assert_eq!(
+            snapshot(),
+            before,
+            "a refused request changed the key directory"
+        );
+        // Root's own key may be shown and used, not changed; a link is not a key.
+        assert!(store.show(&KeyName::parse("id_ed25519").unwrap()).is_ok());
+        assert!(store.show(&KeyName::parse("link").unwrap()).is_err());
+        let listed: Vec<String> = store.list().unwrap().into_iter().map(|k| k.name).collect();
+        assert_eq!(listed, ["id_ed25519", "mine"]);
+        store.delete(&mine).unwrap();
+        assert!(!keys.join("mine").exists() && keys.join("known_hosts").exists());
     }
 }

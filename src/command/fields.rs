@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct FieldError(pub String);
 
-/// The label of one borgmatic configuration file: `^[A-Za-z0-9._-]{1,64}$`, and never
-/// `.` or `..`, so `<config_dir>/<label>.yaml` cannot leave the config directory.
+/// The label of one borgmatic configuration file: `^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$`,
+/// so `<config_dir>/<label>.yaml` cannot leave the config directory, and a label is
+/// never an option wherever it is quoted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RepositoryLabel(String);
@@ -21,9 +22,9 @@ impl RepositoryLabel {
         let ok_chars = s
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if s.is_empty() || s.len() > 64 || !ok_chars || s.starts_with('.') {
+        if s.is_empty() || s.len() > 64 || !ok_chars || s.starts_with(['.', '-']) {
             return Err(FieldError(format!(
-                "repository must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,63}}, got {}",
+                "repository must match [A-Za-z0-9_][A-Za-z0-9._-]{{0,63}}, got {}",
                 shorten(s)
             )));
         }
@@ -53,20 +54,41 @@ impl fmt::Display for RepositoryLabel {
     }
 }
 
+/// Files an SSH directory holds that are not keys: a key may never take their name
+/// (`ssh` would read a key called `config` as its configuration).
+const NOT_KEY_NAMES: &[&str] = &[
+    "known_hosts",
+    "known_hosts.old",
+    "config",
+    "authorized_keys",
+    "authorized_keys2",
+    "environment",
+    "rc",
+];
+
 /// The name of an SSH key file under `ssh.key_dir`: the same rules as a label
-/// (`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$`), so it cannot leave the directory.
+/// (`^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$`), so it cannot leave the directory; never
+/// `<x>.pub` (the public half of another key) nor the name of a file ssh reads for
+/// something else ([`NOT_KEY_NAMES`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KeyName(String);
 
 impl KeyName {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        RepositoryLabel::parse(s).map(|l| Self(l.0)).map_err(|_| {
+        let label = RepositoryLabel::parse(s).map_err(|_| {
             FieldError(format!(
-                "name must match [A-Za-z0-9_-][A-Za-z0-9._-]{{0,63}}, got {}",
+                "name must match [A-Za-z0-9_][A-Za-z0-9._-]{{0,63}}, got {}",
                 shorten(s)
             ))
-        })
+        })?;
+        if s.ends_with(".pub") || NOT_KEY_NAMES.contains(&s) {
+            return Err(FieldError(format!(
+                "name {} is not a key name (no .pub suffix, not known_hosts, config, authorized_keys…)",
+                shorten(s)
+            )));
+        }
+        Ok(Self(label.0))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -80,20 +102,25 @@ pub struct HostName(String);
 
 impl HostName {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        let ok = !s.is_empty()
-            && s.len() <= 253
-            && !s.starts_with('-')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c));
+        // The final form is the address without IPv6 brackets: that is what is
+        // compared and quoted, so that is what is checked.
+        let host = s
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(s);
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host.starts_with(|c: char| c.is_ascii_alphanumeric() || c == ':')
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
         if !ok {
             return Err(FieldError(format!(
                 "host must be a host name or address, got {}",
                 shorten(s)
             )));
         }
-        Ok(Self(
-            s.trim_start_matches('[').trim_end_matches(']').to_string(),
-        ))
+        Ok(Self(host.to_string()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -177,22 +204,36 @@ fn printable(s: &str) -> bool {
     !s.chars().any(|c| c.is_control())
 }
 
-/// A borg archive name (or `latest`): printable, no `/`, no `::`, not an option.
+/// Whether `s` could be read as something other than itself where it is passed as
+/// one argv element: an option (`-…`, also after leading blanks), a control
+/// character (NUL ends a C string, a newline starts a new log line or command).
+fn argv_safe(s: &str) -> bool {
+    !s.starts_with('-') && !s.starts_with(char::is_whitespace) && !s.chars().any(char::is_control)
+}
+
+/// A borg archive name (or `latest`): printable, no `/`, no `::`, never an option,
+/// and never a pattern. borgmatic hands it to borg as `REPO::NAME`, and to
+/// `check` as `--glob-archives NAME` (its own argv element), where glob characters
+/// or a `sh:`/`re:` prefix would select other archives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ArchiveName(String);
 
 impl ArchiveName {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let pattern_prefix = s.split_once(':').is_some_and(|(p, _)| {
+            (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_lowercase())
+        });
         if s.is_empty()
             || s.len() > 255
-            || !printable(s)
-            || s.starts_with('-')
-            || s.contains('/')
+            || !argv_safe(s)
+            || s.ends_with(char::is_whitespace)
+            || s.contains(['/', '*', '?', '[', ']', '\\'])
             || s.contains("::")
+            || pattern_prefix
         {
             return Err(FieldError(format!(
-                "archive must be an archive name (1 to 255 printable characters, no '/', not starting with '-'), got {}",
+                "archive must be an archive name (1 to 255 printable characters, no '/', no glob characters, not starting with '-' or a blank), got {}",
                 shorten(s)
             )));
         }
@@ -206,26 +247,31 @@ impl ArchiveName {
     }
 }
 
-/// A path inside an archive, as borg stores it (relative, no `..`).
+/// A path inside an archive, held in the form borg stores it and the worker passes
+/// it: relative (leading `/` removed), normalised (no empty, `.` or `..` component,
+/// no trailing `/`), and then checked, so the checked string is the passed string.
+/// It never starts with `-` or a blank and holds no control character.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ArchivePath(String);
 
 impl ArchivePath {
     pub fn parse(s: &str) -> Result<Self, FieldError> {
-        let trimmed = s.trim_start_matches('/');
-        if trimmed.is_empty()
-            || s.len() > 4096
-            || !printable(s)
-            || s.starts_with('-')
-            || trimmed.split('/').any(|c| c == "..")
-        {
+        let normal = s.trim_start_matches('/').trim_end_matches('/');
+        let ok = !normal.is_empty()
+            && s.len() <= 4096
+            && argv_safe(normal)
+            && !s.chars().any(char::is_control)
+            && normal
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !ok {
             return Err(FieldError(format!(
-                "paths must be paths inside the archive (no '..', not starting with '-'), got {}",
+                "paths must be paths inside the archive (no '.', '..' or empty component, not starting with '-' or a blank once the leading '/' is removed), got {}",
                 shorten(s)
             )));
         }
-        Ok(Self(trimmed.to_string()))
+        Ok(Self(normal.to_string()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -248,11 +294,11 @@ impl SubPath {
             && printable(s)
             && no_shell_syntax
             && !s.starts_with('/')
-            && !s.starts_with('-')
-            && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+            && s.split('/')
+                .all(|c| argv_safe(c) && c != "." && c != ".." && !c.is_empty());
         if !ok {
             return Err(FieldError(format!(
-                "must be a relative path below the configured root (no leading '/', no '.' or '..', no shell syntax), got {}",
+                "must be a relative path below the configured root (no leading '/', no '.' or '..', no component starting with '-' or a blank, no shell syntax), got {}",
                 shorten(s)
             )));
         }
@@ -303,9 +349,14 @@ impl ExecArgv {
 impl TryFrom<Vec<String>> for ExecArgv {
     type Error = FieldError;
     fn try_from(v: Vec<String>) -> Result<Self, FieldError> {
-        if v.is_empty() || v.len() > 64 || v.iter().any(|a| a.len() > 4096 || !printable(a)) {
+        if v.is_empty()
+            || v.len() > 64
+            || v.iter().any(|a| a.len() > 4096 || !printable(a))
+            || !argv_safe(&v[0])
+            || v[0].is_empty()
+        {
             return Err(FieldError(
-                "command must be a list of 1 to 64 printable arguments (an argv, not a shell line)"
+                "command must be a list of 1 to 64 printable arguments whose first is a program, not an option (an argv, not a shell line)"
                     .into(),
             ));
         }
@@ -317,6 +368,31 @@ impl From<ExecArgv> for Vec<String> {
     fn from(a: ExecArgv) -> Vec<String> {
         a.0
     }
+}
+
+/// The environment of an exec: at most 64 variables, names `[A-Za-z_][A-Za-z0-9_]{0,127}`,
+/// values printable and at most 4096 characters. Docker receives `NAME=value`
+/// strings, so a `=` or NUL in a name would set a different variable.
+pub(crate) fn exec_env<'de, D>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let env = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    let name_ok = |n: &str| {
+        n.len() <= 128
+            && n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    if env.len() > 64
+        || env
+            .iter()
+            .any(|(k, v)| !name_ok(k) || v.len() > 4096 || !printable(v))
+    {
+        return Err(serde::de::Error::custom(
+            "env must map at most 64 names [A-Za-z_][A-Za-z0-9_]* to printable values",
+        ));
+    }
+    Ok(env)
 }
 
 macro_rules! string_newtype_conversions {

@@ -165,7 +165,8 @@ pub enum ArchiveSource {
 pub struct ContainerExec {
     pub container: ContainerName,
     pub command: ExecArgv,
-    #[serde(default)]
+    /// Names `[A-Za-z_][A-Za-z0-9_]*` (a `=` in a name would set another variable).
+    #[serde(default, deserialize_with = "fields::exec_env")]
     pub env: std::collections::BTreeMap<String, String>,
 }
 

@@ -1,9 +1,18 @@
 //! The borgmatic executor: turns typed commands into borgmatic argv, runs them as
 //! tasks, and reads the outcome (exit code, warnings, JSON output).
 //!
-//! Argv is built from typed fields only, and the configuration file is always
-//! `<config_dir>/<label>.yaml`; a passphrase reaches borg only through the
-//! environment.
+//! Argv is built here and nowhere else, from typed fields only, and the
+//! configuration file is always `<config_dir>/<label>.yaml`; a passphrase reaches
+//! borg only through the environment.
+//!
+//! Every value that came from a client is passed as `--flag=value`, one argv
+//! element, so borgmatic can never read it as an option of its own. borgmatic then
+//! hands some of them to borg as separate elements, after `REPO::ARCHIVE` and with
+//! no `--` (it offers no way to add one): an archive path is therefore passed as
+//! `pp:<path>`, borg's explicit path-prefix pattern, which can neither start with
+//! `-` nor be read as another pattern style (`re:`, `sh:`). The newtypes in
+//! [`crate::command`] hold the final form of each value, so what was checked is what
+//! is passed. See [`client_args`] and the property test below.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,6 +24,7 @@ use super::borgmatic_log;
 use super::process::{self, ProcessSpec};
 use super::restored;
 use super::skipped::{self, Skipped};
+use super::roots::{Confined, RootError};
 use crate::command::{ArchiveName, ArchivePath, RepositoryLabel};
 use crate::config::{Secret, Settings};
 use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
@@ -143,14 +153,14 @@ pub enum Action {
     Extract {
         archive: ArchiveName,
         paths: Vec<ArchivePath>,
-        destination: PathBuf,
+        destination: Confined,
     },
     Mount {
         archive: Option<ArchiveName>,
-        mount_point: PathBuf,
+        mount_point: Confined,
     },
     Umount {
-        mount_point: PathBuf,
+        mount_point: Confined,
     },
     Check {
         repair: bool,
@@ -188,6 +198,18 @@ impl Borgmatic {
             kill_grace: Duration::from_secs(settings.jobs.kill_grace_secs),
             runtime_root: settings.state_dir.join("run"),
             log_json: version >= Version(2, 1, 0),
+        }
+    }
+
+    /// A builder for tests of the argv alone (nothing is run).
+    #[cfg(test)]
+    pub(crate) fn for_tests(config_dir: &Path) -> Self {
+        Self {
+            binary: "borgmatic".into(),
+            config_dir: config_dir.to_path_buf(),
+            kill_grace: Duration::from_secs(1),
+            runtime_root: config_dir.join("run"),
+            log_json: true,
         }
     }
 
@@ -239,7 +261,7 @@ impl Borgmatic {
                         archive: archive.clone(),
                     },
                 ),
-                destination: destination.clone(),
+                destination: destination.path().to_path_buf(),
                 paths: paths.clone(),
             })),
             _ => None,
@@ -259,7 +281,9 @@ impl Borgmatic {
     }
 
     fn task_for(&self, config: PathBuf, secrets: &JobSecrets, action: Action) -> BorgmaticTask {
-        let mut global: Vec<OsString> = vec!["--config".into(), config.into()];
+        let mut global: Vec<OsString> = vec![eq_path("--config", &config)];
+        // The directory re-checked when the job starts: (its argv index, flag, dir).
+        let mut confine: Option<(usize, &'static str, Confined, bool)> = None;
         let mut env: Vec<(String, Secret)> = Vec::new();
         if let Some(p) = &secrets.borg {
             env.push(("BORG_PASSPHRASE".into(), p.clone()));
@@ -296,7 +320,7 @@ impl Borgmatic {
                 vec![
                     "info".into(),
                     "--json".into(),
-                    eq("--archive", archive.as_str()),
+                    client_args::archive(&archive),
                 ],
                 Output::Json,
             ),
@@ -310,14 +334,15 @@ impl Borgmatic {
                 paths,
                 destination,
             } => {
-                let mut a = vec!["extract".into(), eq("--archive", archive.as_str())];
-                a.push(eq_path("--destination", &destination));
+                let mut a = vec!["extract".into(), client_args::archive(&archive)];
+                a.push(eq_path("--destination", destination.path()));
+                confine = Some((a.len() - 1, "--destination", destination.clone(), true));
                 for p in &paths {
-                    a.push(eq("--path", p.as_str()));
+                    a.push(client_args::path(p));
                 }
                 let data = json!({
                     "archive": archive.as_str(),
-                    "destination": destination,
+                    "destination": destination.path(),
                     "paths": paths.iter().map(ArchivePath::as_str).collect::<Vec<_>>(),
                 });
                 (a, Output::Static(data))
@@ -328,21 +353,25 @@ impl Borgmatic {
             } => {
                 let mut a: Vec<OsString> = vec!["mount".into()];
                 if let Some(archive) = &archive {
-                    a.push(eq("--archive", archive.as_str()));
+                    a.push(client_args::archive(archive));
                 }
-                a.push(eq_path("--mount-point", &mount_point));
+                a.push(eq_path("--mount-point", mount_point.path()));
+                // A mount point is passed by name: fusermount resolves it itself.
+                confine = Some((a.len() - 1, "--mount-point", mount_point.clone(), false));
                 let data = json!({
                     "archive": archive.as_ref().map(ArchiveName::as_str),
-                    "mount_point": mount_point,
+                    "mount_point": mount_point.path(),
                 });
                 (a, Output::Static(data))
             }
             Action::Umount { mount_point } => {
-                let data = json!({ "mount_point": mount_point });
-                (
-                    vec!["umount".into(), eq_path("--mount-point", &mount_point)],
-                    Output::Static(data),
-                )
+                let data = json!({ "mount_point": mount_point.path() });
+                let a = vec![
+                    "umount".into(),
+                    eq_path("--mount-point", mount_point.path()),
+                ];
+                confine = Some((1, "--mount-point", mount_point, false));
+                (a, Output::Static(data))
             }
             Action::Check { repair } => {
                 let mut a = args(&["check", "--force"]);
@@ -390,13 +419,13 @@ impl Borgmatic {
                 if spot {
                     a.extend(args(&["--only", "spot"]));
                 }
-                a.push(eq("--match-archives", archive.as_str()));
+                a.push(client_args::match_archive(&archive));
                 (a, Output::Static(json!({})))
             }
             Action::ListFiles { archive } => (
                 vec![
                     "list".into(),
-                    eq("--archive", archive.as_str()),
+                    client_args::archive(&archive),
                     "--json".into(),
                 ],
                 Output::Json,
@@ -405,6 +434,12 @@ impl Borgmatic {
         if self.log_json {
             global.push("--log-json".into());
         }
+        let confine = confine.map(|(i, flag, dir, pin)| Confinement {
+            index: global.len() + i,
+            flag,
+            dir,
+            pin,
+        });
         global.extend(args);
         BorgmaticTask {
             spec: ProcessSpec {
@@ -418,7 +453,30 @@ impl Borgmatic {
             runtime_root: self.runtime_root.clone(),
             log_json: self.log_json,
             restore_check: None,
+            confine,
         }
+    }
+}
+
+/// The argv elements that carry a client's value: the only place one is quoted.
+/// Each is a single `--flag=value` element whose value is a newtype's final form.
+pub(crate) mod client_args {
+    use std::ffi::OsString;
+
+    use crate::command::{ArchiveName, ArchivePath};
+
+    /// `--archive=NAME` (borgmatic passes `REPO::NAME` to borg).
+    pub fn archive(a: &ArchiveName) -> OsString {
+        format!("--archive={}", a.as_str()).into()
+    }
+    /// `--match-archives=NAME` (borgmatic passes `--glob-archives NAME`; a name
+    /// holds no glob character).
+    pub fn match_archive(a: &ArchiveName) -> OsString {
+        format!("--match-archives={}", a.as_str()).into()
+    }
+    /// `--path=pp:PATH`: borg receives `pp:PATH`, a literal path prefix.
+    pub fn path(p: &ArchivePath) -> OsString {
+        format!("--path=pp:{}", p.as_str()).into()
     }
 }
 
@@ -426,11 +484,7 @@ fn args(a: &[&str]) -> Vec<OsString> {
     a.iter().map(OsString::from).collect()
 }
 
-/// `--flag=value`: a value can never be taken for an option.
-fn eq(flag: &str, value: &str) -> OsString {
-    format!("{flag}={value}").into()
-}
-
+/// `--flag=<path>`: a path can never be taken for an option.
 fn eq_path(flag: &str, value: &Path) -> OsString {
     let mut s = OsString::from(format!("{flag}="));
     s.push(value.as_os_str());
@@ -483,6 +537,7 @@ pub struct BorgmaticTask {
     log_json: bool,
     /// For a job that extracts: compare owners and modes afterwards.
     restore_check: Option<Box<RestoreCheck>>,
+    confine: Option<Confinement>,
 }
 
 /// What an extract job compares after borg is done.
@@ -492,14 +547,34 @@ struct RestoreCheck {
     paths: Vec<ArchivePath>,
 }
 
+/// A client-named directory in the argv, checked again when the job starts.
+struct Confinement {
+    index: usize,
+    flag: &'static str,
+    dir: Confined,
+    /// Pass the directory held open (`/proc/<pid>/fd/<n>`) rather than its name.
+    pin: bool,
+}
+
+/// Why a borgmatic run could not happen or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+    #[error("refused when the job started: {0}")]
+    Confinement(#[from] RootError),
+}
+
 impl BorgmaticTask {
     /// The argv it will run (tests and logs; holds no secret by construction).
     pub fn args(&self) -> &[OsString] {
         &self.spec.args
     }
 
-    /// The process alone, for callers that run it inside a task of their own.
+    /// The process alone, for callers that run it inside a task of their own (only
+    /// actions without a client-named directory: nothing re-checks one here).
     pub fn into_spec(self) -> ProcessSpec {
+        debug_assert!(self.confine.is_none());
         self.spec
     }
 }
@@ -535,8 +610,20 @@ pub struct RunResult {
 impl BorgmaticTask {
     /// Runs borgmatic inside a task of the caller's (several steps in one job):
     /// lines rendered into `ctx`'s log, progress published, nothing judged yet.
-    pub async fn run_inline(self, ctx: &TaskContext) -> Result<RunResult, process::ProcessError> {
+    pub async fn run_inline(self, ctx: &TaskContext) -> Result<RunResult, RunError> {
         let mut spec = self.spec;
+        // A queued job's directory may have been swapped for a link while it
+        // waited: check it again now, and hold it open while borgmatic runs.
+        let _pinned = match &self.confine {
+            Some(c) => {
+                let pinned = c.dir.reopen()?;
+                if c.pin {
+                    spec.args[c.index] = eq_path(c.flag, &pinned.arg_path());
+                }
+                Some(pinned)
+            }
+            None => None,
+        };
         // borgmatic cleans up `<runtime base>/borgmatic-*/borgmatic/bootstrap` with a
         // glob, deleting the manifest of any other borgmatic running at the same
         // time (a spurious borg warning). A private base per job keeps concurrent

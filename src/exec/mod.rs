@@ -9,4 +9,8 @@ pub mod process;
 pub mod restored;
 pub mod roots;
 pub mod skipped;
+pub mod ssh;
 pub mod verify;
+
+#[cfg(test)]
+mod argv_props;

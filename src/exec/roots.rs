@@ -1,7 +1,19 @@
 //! Confining client-chosen paths to the worker's roots (restore root, mount root),
 //! and checking that FUSE mounts can work at all.
+//!
+//! A client names a directory as a [`SubPath`] below a root. It is resolved one
+//! component at a time through `cap-std` directory handles: a component that is a
+//! symbolic link is refused (even one pointing inside the root), and a lookup can
+//! never leave the directory it starts from, so a link swapped in between two
+//! checks still cannot lead outside. The check runs when the request is accepted
+//! *and again when the job starts* ([`Confined::reopen`]): a queued job's
+//! destination may have changed while it waited. For an extraction the worker then
+//! hands borgmatic the path of the directory it holds open ([`Pinned::arg_path`]),
+//! so even a rename after the check cannot redirect the write.
 
 use std::path::{Path, PathBuf};
+
+use cap_std::fs::Dir;
 
 use crate::command::SubPath;
 
@@ -9,62 +21,155 @@ use crate::command::SubPath;
 pub enum RootError {
     #[error("{0} does not exist; create it or configure another root")]
     MissingRoot(String),
-    #[error("{0} leaves the configured root through a symbolic link")]
+    #[error(
+        "{0} leaves the configured root or passes through a symbolic link; refused (confinement)"
+    )]
     Escapes(String),
     #[error("cannot create {path}: {reason}")]
     Create { path: String, reason: String },
 }
 
-/// `<root>/<sub>`, created when missing, and proven to stay inside `root` after
-/// every symbolic link on the way is followed.
-pub fn resolve_below(root: &Path, sub: &SubPath) -> Result<PathBuf, RootError> {
-    let root = root
-        .canonicalize()
-        .map_err(|_| RootError::MissingRoot(root.display().to_string()))?;
-    let target = root.join(sub.as_str());
-    // Check every existing ancestor before creating anything.
-    let mut probe = root.clone();
-    for part in Path::new(sub.as_str()).components() {
-        probe.push(part);
-        match probe.canonicalize() {
-            Ok(real) if !real.starts_with(&root) => {
-                return Err(RootError::Escapes(sub.as_str().to_string()))
+/// A directory below a root, named by a client and checked; re-checked with
+/// [`Confined::reopen`] right before it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confined {
+    /// The root, canonical (the administrator's root may itself be a link).
+    root: PathBuf,
+    sub: SubPath,
+    /// `<root>/<sub>`.
+    path: PathBuf,
+    /// Must exist already (unmounting); otherwise missing directories are made.
+    existing: bool,
+}
+
+/// A confined directory held open while it is used.
+#[derive(Debug)]
+pub struct Pinned {
+    dir: Option<Dir>,
+    path: PathBuf,
+}
+
+impl Pinned {
+    /// The open directory (none for an existing mount point, which is not opened:
+    /// opening a FUSE mount would call into it).
+    pub fn dir(&self) -> Option<&Dir> {
+        self.dir.as_ref()
+    }
+
+    /// A path naming exactly the directory held open, `/proc/<pid>/fd/<n>`, for as
+    /// long as this value lives: following it reaches the checked directory whatever
+    /// happened to its ancestors since. The plain path where `/proc` is missing.
+    pub fn arg_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        match &self.dir {
+            Some(d) if Path::new("/proc/self/fd").is_dir() => {
+                PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), d.as_raw_fd()))
             }
-            Ok(_) => {}
-            Err(_) if probe.symlink_metadata().is_ok() => {
-                // A dangling symbolic link: where it points is not ours to create.
-                return Err(RootError::Escapes(sub.as_str().to_string()));
-            }
-            Err(_) => break,
+            _ => self.path.clone(),
         }
     }
-    std::fs::create_dir_all(&target).map_err(|e| RootError::Create {
-        path: sub.as_str().to_string(),
-        reason: e.to_string(),
-    })?;
-    let real = target
-        .canonicalize()
-        .map_err(|_| RootError::Escapes(sub.as_str().to_string()))?;
-    if !real.starts_with(&root) {
-        return Err(RootError::Escapes(sub.as_str().to_string()));
+}
+
+fn open_root(root: &Path) -> Result<(PathBuf, Dir), RootError> {
+    let missing = || RootError::MissingRoot(root.display().to_string());
+    let real = root.canonicalize().map_err(|_| missing())?;
+    let dir = Dir::open_ambient_dir(&real, cap_std::ambient_authority()).map_err(|_| missing())?;
+    Ok((real, dir))
+}
+
+impl Confined {
+    /// `<root>/<sub>` as a path (for answers and logs; use [`Confined::reopen`] to
+    /// reach it).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    Ok(real)
+
+    /// Walks from the root to the directory without following any symbolic link,
+    /// creating what is missing (unless it must exist), and holds it open.
+    pub fn reopen(&self) -> Result<Pinned, RootError> {
+        let (_, mut dir) = open_root(&self.root)?;
+        let escapes = || RootError::Escapes(self.sub.as_str().to_string());
+        let create_err = |e: std::io::Error| RootError::Create {
+            path: self.sub.as_str().to_string(),
+            reason: e.to_string(),
+        };
+        let parts: Vec<&str> = self.sub.as_str().split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let meta = match dir.symlink_metadata(part) {
+                Ok(m) => Some(m),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(create_err(e)),
+            };
+            match meta {
+                Some(m) if m.file_type().is_symlink() => return Err(escapes()),
+                Some(m) if !m.is_dir() => {
+                    return Err(create_err(std::io::Error::other("not a directory")))
+                }
+                Some(_) => {}
+                None if self.existing => {
+                    return Err(create_err(std::io::Error::other("does not exist")))
+                }
+                None => match dir.create_dir(part) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        // Made meanwhile by someone else: look again.
+                        if dir
+                            .symlink_metadata(part)
+                            .map(|m| m.file_type().is_symlink())
+                            .unwrap_or(true)
+                        {
+                            return Err(escapes());
+                        }
+                    }
+                    Err(e) => return Err(create_err(e)),
+                },
+            }
+            if last && self.existing {
+                // A mount point is checked, not opened.
+                return Ok(Pinned {
+                    dir: None,
+                    path: self.path.clone(),
+                });
+            }
+            // cap-std never resolves outside `dir`: a link swapped in since the
+            // check above cannot lead out of the root.
+            // (cap-std reports an attempt to leave as PermissionDenied.)
+            dir = dir.open_dir(part).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    escapes()
+                } else {
+                    create_err(e)
+                }
+            })?;
+        }
+        Ok(Pinned {
+            dir: Some(dir),
+            path: self.path.clone(),
+        })
+    }
+}
+
+fn confine(root: &Path, sub: &SubPath, existing: bool) -> Result<Confined, RootError> {
+    let (real, _) = open_root(root)?;
+    let c = Confined {
+        path: real.join(sub.as_str()),
+        root: real,
+        sub: sub.clone(),
+        existing,
+    };
+    c.reopen()?;
+    Ok(c)
+}
+
+/// `<root>/<sub>`, created when missing, with no symbolic link on the way.
+pub fn resolve_below(root: &Path, sub: &SubPath) -> Result<Confined, RootError> {
+    confine(root, sub, false)
 }
 
 /// `<root>/<sub>` for an existing path (unmounting), with the same confinement.
-pub fn existing_below(root: &Path, sub: &SubPath) -> Result<PathBuf, RootError> {
-    let root = root
-        .canonicalize()
-        .map_err(|_| RootError::MissingRoot(root.display().to_string()))?;
-    let target = root.join(sub.as_str());
-    let real = target.canonicalize().map_err(|_| RootError::Create {
-        path: sub.as_str().to_string(),
-        reason: "does not exist".into(),
-    })?;
-    if !real.starts_with(&root) {
-        return Err(RootError::Escapes(sub.as_str().to_string()));
-    }
-    Ok(real)
+pub fn existing_below(root: &Path, sub: &SubPath) -> Result<Confined, RootError> {
+    confine(root, sub, true)
 }
 
 /// Why FUSE mounts cannot work here, if they cannot.
@@ -86,6 +191,10 @@ pub fn fuse_unavailable() -> Option<String> {
 mod tests {
     use super::*;
 
+    fn sub(s: &str) -> SubPath {
+        SubPath::parse(s).unwrap()
+    }
+
     #[test]
     fn paths_stay_inside_the_root() {
         let dir = tempfile::tempdir().unwrap();
@@ -95,11 +204,19 @@ mod tests {
         std::fs::create_dir(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("nowhere"), root.join("dangling")).unwrap();
+        std::fs::create_dir(root.join("inside")).unwrap();
+        std::os::unix::fs::symlink(root.join("inside"), root.join("inner-link")).unwrap();
 
-        let ok = resolve_below(&root, &SubPath::parse("a/b").unwrap()).unwrap();
-        assert!(ok.ends_with("restore/a/b") && ok.is_dir());
-        for bad in ["escape", "escape/deeper", "dangling/x"] {
-            let err = resolve_below(&root, &SubPath::parse(bad).unwrap()).unwrap_err();
+        let ok = resolve_below(&root, &sub("a/b")).unwrap();
+        assert!(ok.path().ends_with("restore/a/b") && ok.path().is_dir());
+        for bad in [
+            "escape",
+            "escape/deeper",
+            "dangling/x",
+            "inner-link",
+            "inner-link/x",
+        ] {
+            let err = resolve_below(&root, &sub(bad)).unwrap_err();
             assert!(matches!(err, RootError::Escapes(_)), "{bad}: {err}");
         }
         assert!(
@@ -108,8 +225,44 @@ mod tests {
         );
         assert!(!dir.path().join("nowhere").exists());
         assert!(matches!(
-            resolve_below(&dir.path().join("missing"), &SubPath::parse("x").unwrap()),
+            resolve_below(&dir.path().join("missing"), &sub("x")),
             Err(RootError::MissingRoot(_))
         ));
+        assert!(matches!(
+            existing_below(&root, &sub("not/there")),
+            Err(RootError::Create { .. })
+        ));
+        assert!(
+            !root.join("not").exists(),
+            "existing_below created a directory"
+        );
+    }
+
+    #[test]
+    fn a_parent_swapped_for_a_link_after_acceptance_is_refused_at_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("restore");
+        std::fs::create_dir(&root).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+
+        let accepted = resolve_below(&root, &sub("a/b")).unwrap();
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        assert!(matches!(accepted.reopen(), Err(RootError::Escapes(_))));
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_pinned_path_reaches_the_checked_directory_after_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("restore");
+        std::fs::create_dir(&root).unwrap();
+        let pinned = resolve_below(&root, &sub("a/b")).unwrap().reopen().unwrap();
+        std::fs::rename(root.join("a"), root.join("moved")).unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(pinned.arg_path().join("f"), "x").unwrap();
+        assert!(root.join("moved/b/f").is_file());
+        assert!(!root.join("a/b/f").exists());
     }
 }

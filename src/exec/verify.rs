@@ -2,6 +2,10 @@
 //! random sample of its regular files into a fresh directory under the restore root,
 //! compare each with the live source by SHA-256 where the source has not changed
 //! since the backup, and remove what was extracted whatever the outcome.
+//!
+//! The scratch directory is made and read through a `cap-std` handle on the restore
+//! root ([`super::roots`]): no symbolic link, swapped in or restored from the
+//! archive, can make the drill write, read or delete outside it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,7 +14,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::borgmatic::{first_json, Action, Borgmatic, JobSecrets, Repository};
-use crate::command::{ArchiveName, ArchivePath};
+use super::roots;
+use crate::command::{ArchiveName, ArchivePath, SubPath};
 use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
 
 /// One regular file of the archive listing.
@@ -49,11 +54,42 @@ fn file_mtime_us(meta: &std::fs::Metadata) -> Option<i64> {
     i64::try_from(d.as_micros()).ok()
 }
 
-fn sha256(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut f = std::fs::File::open(path)?;
+fn sha256(mut f: impl std::io::Read) -> std::io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(h.finalize().into())
+}
+
+/// The drill's scratch directory below the restore root, removed (without
+/// following links) when dropped.
+struct Scratch {
+    root: cap_std::fs::Dir,
+    name: String,
+    confined: roots::Confined,
+}
+
+impl Scratch {
+    fn make(restore_root: &Path) -> Result<Scratch, String> {
+        let name = format!(".verify-{}", uuid::Uuid::now_v7().simple());
+        let sub = SubPath::parse(&name).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(restore_root).map_err(|e| e.to_string())?;
+        let root = cap_std::fs::Dir::open_ambient_dir(restore_root, cap_std::ambient_authority())
+            .map_err(|e| e.to_string())?;
+        let confined = roots::resolve_below(restore_root, &sub).map_err(|e| e.to_string())?;
+        Ok(Scratch {
+            root,
+            name,
+            confined,
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = self.root.remove_dir_all(&self.name) {
+            tracing::warn!(error = %e, dir = %self.name, "could not remove the verify scratch directory");
+        }
+    }
 }
 
 /// A small xorshift generator: the sample needs to be unpredictable across runs,
@@ -184,11 +220,7 @@ impl Task for VerifyTask {
             let sample = pick(files, self.sample, self.max_bytes);
 
             // 4. Extract the sample into a fresh directory (removed on drop).
-            let dir = match std::fs::create_dir_all(&self.restore_root).and_then(|()| {
-                tempfile::Builder::new()
-                    .prefix(".verify-")
-                    .tempdir_in(&self.restore_root)
-            }) {
+            let dir = match Scratch::make(&self.restore_root) {
                 Ok(d) => d,
                 Err(e) => {
                     return TaskOutcome::failed(format!(
@@ -204,7 +236,7 @@ impl Task for VerifyTask {
                 let extract = Action::Extract {
                     archive: archive.clone(),
                     paths,
-                    destination: dir.path().to_path_buf(),
+                    destination: dir.confined.clone(),
                 };
                 match task(extract).run_inline(&ctx).await {
                     Ok(r) if r.exit_code == 0 => {}
@@ -218,9 +250,12 @@ impl Task for VerifyTask {
             let mut mismatches = Vec::new();
             let mut missing = Vec::new();
             let mut bytes = 0u64;
+            let opened = dir.confined.reopen().ok();
+            let scratch = opened.as_ref().and_then(|p| p.dir());
             for e in &sample {
-                let restored = dir.path().join(&e.path);
-                let Ok(rmeta) = std::fs::metadata(&restored) else {
+                // Read through the handle: a restored link cannot lead outside.
+                let restored = scratch.and_then(|d| d.open(&e.path).ok());
+                let Some(rmeta) = restored.as_ref().and_then(|f| f.metadata().ok()) else {
                     missing.push(e.path.clone());
                     continue;
                 };
@@ -237,7 +272,14 @@ impl Task for VerifyTask {
                     changed += 1;
                     continue;
                 }
-                match (sha256(&restored), sha256(&source)) {
+                let restored = restored.map(|f| f.into_std());
+                let source_file = std::fs::File::open(&source);
+                match (
+                    restored
+                        .map(sha256)
+                        .unwrap_or_else(|| Err(std::io::ErrorKind::NotFound.into())),
+                    source_file.and_then(sha256),
+                ) {
                     (Ok(a), Ok(b)) if a == b => matched += 1,
                     _ => {
                         ctx.line(Stream::Stderr, &format!("MISMATCH {}", e.path));
@@ -245,6 +287,7 @@ impl Task for VerifyTask {
                     }
                 }
             }
+            drop(opened);
             drop(dir);
 
             let verified =

@@ -589,7 +589,7 @@ impl Service {
         root: &std::path::Path,
         sub: &SubPath,
         existing: bool,
-    ) -> Result<std::path::PathBuf, ApiError> {
+    ) -> Result<roots::Confined, ApiError> {
         let r = if existing {
             roots::existing_below(root, sub)
         } else {

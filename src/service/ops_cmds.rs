@@ -17,7 +17,7 @@ use crate::ssh_keys::{KeyError, KeyStore};
 fn key_error(e: KeyError) -> ApiError {
     match e {
         KeyError::NotFound(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
-        KeyError::Exists(_) => ApiError::invalid(e.to_string()),
+        KeyError::Exists(_) | KeyError::NotManaged(_) => ApiError::invalid(e.to_string()),
         KeyError::Io(_) => ApiError::new(ErrorCode::Internal, e.to_string()),
     }
 }
@@ -279,44 +279,31 @@ impl Service {
                 .ssh_passphrase_for(&endpoint.repository)
                 .cloned()
         });
-        let target = match &endpoint.user {
-            Some(u) => format!("{u}@{}", endpoint.host),
-            None => endpoint.host.clone(),
+        // The one ssh argv builder checks user, host and paths as ssh gets them.
+        let unusable = |e: crate::exec::ssh::SshArgError| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("{e} (check the configuration)"),
+            )
         };
-        let known_hosts = self.settings.ssh.key_dir.join("known_hosts");
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "-i".into(),
-            key.into(),
-            "-p".into(),
-            endpoint.port.to_string().into(),
-            "-o".into(),
-            "IdentitiesOnly=yes".into(),
-            "-o".into(),
-            "PasswordAuthentication=no".into(),
-            "-o".into(),
-            "KbdInteractiveAuthentication=no".into(),
-            "-o".into(),
-            "StrictHostKeyChecking=accept-new".into(),
-            "-o".into(),
-            format!("UserKnownHostsFile={}", known_hosts.display()).into(),
-            "-o".into(),
-            "ConnectTimeout=10".into(),
-        ];
+        let destination =
+            crate::exec::ssh::SshDestination::new(endpoint.user.as_deref(), &endpoint.host)
+                .map_err(unusable)?;
+        let absolute = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let askpass = matches!((&passphrase, encrypted), (Some(_), true));
+        let probe = crate::exec::ssh::SshProbe::new(
+            &absolute(key),
+            endpoint.port,
+            &absolute(self.settings.ssh.key_dir.join("known_hosts")),
+            destination,
+            askpass,
+        )
+        .map_err(unusable)?;
         let mut env = Vec::new();
-        match (&passphrase, encrypted) {
-            // BatchMode would stop ssh from asking the askpass helper.
-            (Some(p), true) => {
-                args.extend([
-                    "-o".into(),
-                    "BatchMode=no".into(),
-                    "-o".into(),
-                    "NumberOfPasswordPrompts=1".into(),
-                ]);
-                env.extend(crate::exec::borgmatic::askpass_env(p));
-            }
-            _ => args.extend(["-o".into(), "BatchMode=yes".into()]),
+        if let (Some(p), true) = (&passphrase, askpass) {
+            env.extend(crate::exec::borgmatic::askpass_env(p));
         }
-        args.extend(["--".into(), target.into(), "true".into()]);
+        let args = probe.argv();
         let spec = crate::exec::process::ProcessSpec {
             program: "ssh".into(),
             args,
