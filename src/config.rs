@@ -105,7 +105,9 @@ pub struct MqttSettings {
     pub node_id: Option<String>,
     /// Keep-alive interval in seconds.
     pub keep_alive_secs: u64,
-    /// Largest packet sent or accepted; archive lists of big repositories are large.
+    /// Largest packet the worker sends (a larger answer becomes a small error answer;
+    /// the broker's own limit, from its v5 CONNACK, applies too). What it accepts
+    /// follows from `limits.max_request_bytes`.
     pub max_packet_bytes: u32,
     /// Ceiling of the reconnect backoff, in seconds.
     pub reconnect_max_secs: u64,
