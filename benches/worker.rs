@@ -3,7 +3,7 @@
 //! (min–max) of several runs per figure. Speed and memory live here, never in tests.
 //!
 //! - `BENCH_RUNS` (default 5): runs per figure.
-//! - `BENCH_ONLY=overhead,stream,fanout,latency,memory,store`: a subset.
+//! - `BENCH_ONLY=overhead,stream,fanout,latency,slow,memory,store`: a subset.
 //! - `BENCH_BIG=0`: skip the 1,000,000-line stream.
 
 #[path = "../tests/support/mod.rs"]
@@ -766,6 +766,76 @@ async fn latency(t: &mut Table, broker: &Broker, runs: usize) {
     }
 }
 
+/// `job/list` over MQTT while six clients keep `net/tcp-check`s to a port that drops
+/// SYNs in flight (each takes its full 3 s timeout): one slow request must hold up
+/// no other (issue: 6 such checks once made a job/list take 17.7 s).
+async fn slow_neighbours(t: &mut Table, broker: &Broker, runs: usize) {
+    // A loopback port with a full accept queue (backlog 0, one connection never
+    // accepted): the kernel drops further SYNs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let _listener = socket.listen(0).unwrap();
+    let _filler = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let repos = Repos::new();
+    std::fs::write(
+        repos.config_dir().join("blackhole.yaml"),
+        format!("source_directories: [/tmp]\nrepositories:\n  - path: ssh://root@127.0.0.1:{port}/./r\n    label: blackhole\n"),
+    )
+    .unwrap();
+    let worker = Worker::start(
+        broker,
+        &repos,
+        &[
+            ("BMQTT_LIMITS__READ_PER_MINUTE", "100000000"),
+            ("BMQTT_LOG__LEVEL", "warn"),
+        ],
+    )
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut c = Lean::connect(broker).await;
+        c.hear_answers(&worker.base).await;
+        let (base, stop) = (worker.base.clone(), stop.clone());
+        slow.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"token": READ_TOKEN, "host": "127.0.0.1", "port": port});
+                c.request(&base, "net/tcp-check", body).await;
+            }
+        }));
+    }
+    let mut c = Lean::connect(broker).await;
+    c.hear_answers(&worker.base).await;
+    let mut p99 = Vec::new();
+    for _ in 0..runs {
+        let mut v = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let t0 = Instant::now();
+            let r = c
+                .request(
+                    &worker.base,
+                    "job/list",
+                    json!({"token": READ_TOKEN, "limit": 1}),
+                )
+                .await;
+            assert_eq!(r["status"], "ok", "{r}");
+            v.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        p99.push(percentile(&mut v, 0.99));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in slow {
+        let _ = s.await;
+    }
+    t.add(
+        "job/list over MQTT while 6 tcp-checks hang: p99",
+        p99,
+        "ms",
+        "≤ 2× idle",
+    );
+}
+
 /// Figure 5: Worker RSS idle, after 1,000 finished jobs, during 10 concurrent jobs.
 async fn memory(t: &mut Table, broker: &Broker, runs: usize) {
     let (mut idle, mut after, mut during, mut per_job) =
@@ -918,6 +988,10 @@ async fn main() {
     if wanted("latency") {
         eprintln!("latency…");
         latency(&mut t, &broker, runs).await;
+    }
+    if wanted("slow") {
+        eprintln!("slow neighbours…");
+        slow_neighbours(&mut t, &broker, runs).await;
     }
     if wanted("memory") {
         eprintln!("memory…");

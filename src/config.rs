@@ -105,7 +105,9 @@ pub struct MqttSettings {
     pub node_id: Option<String>,
     /// Keep-alive interval in seconds.
     pub keep_alive_secs: u64,
-    /// Largest packet sent or accepted; archive lists of big repositories are large.
+    /// Largest packet the worker sends (a larger answer becomes a small error answer;
+    /// the broker's own limit, from its v5 CONNACK, applies too). What it accepts
+    /// follows from `limits.max_request_bytes`.
     pub max_packet_bytes: u32,
     /// Ceiling of the reconnect backoff, in seconds.
     pub reconnect_max_secs: u64,
@@ -230,13 +232,22 @@ impl Default for SshSettings {
     }
 }
 
-/// Requests per minute per principal, by command class.
+/// Requests per minute per principal, by command class, and the bounds that keep
+/// one client from exhausting the worker's memory or its request handling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     pub read_per_minute: u32,
     pub write_per_minute: u32,
     pub admin_per_minute: u32,
+    /// Largest request body, checked before it is parsed (both transports).
+    pub max_request_bytes: usize,
+    /// Deepest nesting of arrays and objects in a request, checked before parsing.
+    pub max_request_depth: usize,
+    /// Memory for remembered answers to `request_id`s (oldest forgotten first).
+    pub dedup_cache_bytes: usize,
+    /// MQTT requests handled at once; more wait in a short queue, then are `busy`.
+    pub max_in_flight: usize,
 }
 
 impl Default for LimitSettings {
@@ -245,6 +256,10 @@ impl Default for LimitSettings {
             read_per_minute: 600,
             write_per_minute: 60,
             admin_per_minute: 20,
+            max_request_bytes: 64 * 1024,
+            max_request_depth: 16,
+            dedup_cache_bytes: 8 * 1024 * 1024,
+            max_in_flight: 32,
         }
     }
 }
@@ -334,6 +349,11 @@ pub struct JobSettings {
     pub default_timeout_secs: u64,
     /// Per-command timeouts in seconds, keyed `backup/run` (or `backup_run`).
     pub timeouts: BTreeMap<String, u64>,
+    /// Jobs of read-role commands that may wait `queued` at once; more are `busy`.
+    pub max_queued_read: usize,
+    /// The same for write-role and admin-role commands (a separate allowance, and
+    /// they start before any queued read job, so reads cannot starve them).
+    pub max_queued_write: usize,
 }
 
 impl Default for JobSettings {
@@ -347,6 +367,8 @@ impl Default for JobSettings {
             kill_grace_secs: 30,
             default_timeout_secs: 24 * 3600,
             timeouts: BTreeMap::new(),
+            max_queued_read: 8,
+            max_queued_write: 32,
         }
     }
 }
@@ -574,6 +596,21 @@ impl Settings {
         }
         if self.jobs.max_concurrent == 0 {
             problems.push(problem("jobs.max_concurrent", "must be at least 1"));
+        }
+        if self.limits.max_request_bytes < 1024 || self.limits.max_request_bytes > 16 << 20 {
+            problems.push(problem(
+                "limits.max_request_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if !(2..=128).contains(&self.limits.max_request_depth) {
+            problems.push(problem(
+                "limits.max_request_depth",
+                "must be between 2 and 128",
+            ));
+        }
+        if self.limits.max_in_flight == 0 {
+            problems.push(problem("limits.max_in_flight", "must be at least 1"));
         }
         if self.jobs.log_qos > 1 {
             problems.push(problem("jobs.log_qos", "must be 0 or 1"));

@@ -595,11 +595,83 @@ pub struct Envelope {
     pub fields: Map<String, Value>,
 }
 
+/// Bounds checked on a request's raw bytes before any JSON value is built, so an
+/// unauthenticated client cannot make the worker allocate more than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        let s = crate::config::LimitSettings::default();
+        Self {
+            max_bytes: s.max_request_bytes,
+            max_depth: s.max_request_depth,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// `Err` with a message when `body` is too large or nested too deeply.
+    pub fn check(&self, body: &[u8]) -> Result<(), ApiError> {
+        if body.len() > self.max_bytes {
+            return Err(ApiError::invalid(format!(
+                "the request is {} bytes; at most {} are accepted (limits.max_request_bytes)",
+                body.len(),
+                self.max_bytes
+            )));
+        }
+        if nesting_exceeds(body, self.max_depth) {
+            return Err(ApiError::invalid(format!(
+                "the request nests arrays and objects deeper than {} levels (limits.max_request_depth)",
+                self.max_depth
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `[`/`{` nest deeper than `max` outside JSON strings. A linear scan
+/// without allocation; malformed JSON is left to the parser.
+fn nesting_exceeds(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 impl Envelope {
     /// Splits a JSON body. An empty body is an empty object (commands without fields).
     /// On error the request id is still returned when it could be read, so the answer
-    /// can echo it.
-    pub fn parse(body: &[u8]) -> Result<Envelope, (Option<RequestId>, ApiError)> {
+    /// can echo it. `limits` are checked on the raw bytes first: an oversize or deeply
+    /// nested body is refused before anything is parsed.
+    pub fn parse(
+        body: &[u8],
+        limits: &RequestLimits,
+    ) -> Result<Envelope, (Option<RequestId>, ApiError)> {
+        limits.check(body).map_err(|e| (None, e))?;
         let trimmed = body.iter().all(|b| b.is_ascii_whitespace());
         let value: Value = if trimmed {
             Value::Object(Map::new())
@@ -783,16 +855,38 @@ mod tests {
 
     #[test]
     fn envelope_extracts_request_id_and_token() {
-        let e = Envelope::parse(br#"{"request_id":"a","token":"t","repository":"x"}"#).unwrap();
+        let lim = RequestLimits::default();
+        let e =
+            Envelope::parse(br#"{"request_id":"a","token":"t","repository":"x"}"#, &lim).unwrap();
         assert_eq!(e.request_id.unwrap().as_str(), "a");
         assert_eq!(e.token.as_deref(), Some("t"));
         assert_eq!(e.fields.len(), 1);
-        assert!(Envelope::parse(b"[1]").is_err());
-        assert!(Envelope::parse(b"{").is_err());
-        assert!(Envelope::parse(b"").unwrap().fields.is_empty());
-        let (rid, err) = Envelope::parse(br#"{"request_id":"a","token":5}"#).unwrap_err();
+        assert!(Envelope::parse(b"[1]", &lim).is_err());
+        assert!(Envelope::parse(b"{", &lim).is_err());
+        assert!(Envelope::parse(b"", &lim).unwrap().fields.is_empty());
+        let (rid, err) = Envelope::parse(br#"{"request_id":"a","token":5}"#, &lim).unwrap_err();
         assert_eq!(rid.unwrap().as_str(), "a");
         assert_eq!(err.code, ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn oversize_and_deep_requests_are_refused_before_parsing() {
+        let lim = RequestLimits {
+            max_bytes: 1024,
+            max_depth: 4,
+        };
+        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(2000));
+        let (_, e) = Envelope::parse(big.as_bytes(), &lim).unwrap_err();
+        assert!(e.message.contains("at most 1024"), "{}", e.message);
+        let (_, e) = Envelope::parse(b"[[[[[[1]]]]]]", &lim).unwrap_err();
+        assert!(e.message.contains("deeper than 4"), "{}", e.message);
+        // Unclosed brackets: refused on depth as soon as the fifth opens.
+        assert!(Envelope::parse(&[b'['; 900], &lim).is_err());
+        // Brackets inside strings (escaped quotes included) do not count.
+        let ok = br#"{"a":{"b":{"c":"[[[[[[\"{{{{{{"}}}"#;
+        assert!(Envelope::parse(ok, &lim).is_ok());
+        assert!(Envelope::parse(br#"{"a":[[[1]]]}"#, &lim).is_ok());
+        assert!(Envelope::parse(br#"{"a":[[[[1]]]]}"#, &lim).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::broadcast;
+
+use super::slots::{Priority, Slots};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -16,6 +18,7 @@ use super::log::{LogBuffer, LogLine, Stream};
 use super::record::{JobRecord, JobResult, JobState};
 use super::store::Store;
 use super::{CancelReason, Task, TaskOutcome};
+use crate::auth::Role;
 use crate::command::{CommandName, JobId, RepositoryLabel, RequestId};
 use crate::config::JobSettings;
 use crate::redact::Redactor;
@@ -41,6 +44,10 @@ pub struct JobSpec {
 pub enum SubmitError {
     #[error("{what} already has an active job {job_id}")]
     Busy { what: String, job_id: JobId },
+    #[error(
+        "{queued} {class} jobs are already queued (the most allowed); retry when some have run"
+    )]
+    QueueFull { class: &'static str, queued: usize },
     #[error("the worker is shutting down")]
     ShuttingDown,
 }
@@ -66,7 +73,11 @@ struct Shared {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
     /// Repository label → the job holding it.
     active: Mutex<HashMap<String, JobId>>,
-    permits: Arc<Semaphore>,
+    /// The `max_concurrent` running slots, writes first.
+    slots: Arc<Slots>,
+    /// Jobs waiting for a slot, by [`Line`]: capped per line, so queued jobs (and
+    /// their memory) stay bounded and reads cannot fill the writes' allowance.
+    queued: Mutex<[usize; 2]>,
     events: Arc<Emitter>,
     store: Store,
     settings: JobSettings,
@@ -114,7 +125,8 @@ impl JobEngine {
             shared: Arc::new(Shared {
                 jobs: Mutex::new(jobs),
                 active: Mutex::new(HashMap::new()),
-                permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+                slots: Slots::new(settings.max_concurrent.max(1)),
+                queued: Mutex::new([0; 2]),
                 events: Arc::new(Emitter::new()),
                 store,
                 settings,
@@ -157,6 +169,19 @@ impl JobEngine {
             spec.request_id.clone(),
         );
         let job_id = record.job_id;
+        // Emergency stop never waits, so it never queues.
+        let line = (!spec.bypass_limit).then(|| Line::of(spec.command));
+        if let Some(line) = line {
+            let mut queued = lock(&self.shared.queued);
+            let cap = line.cap(&self.shared.settings);
+            if queued[line as usize] >= cap {
+                return Err(SubmitError::QueueFull {
+                    class: line.name(),
+                    queued: queued[line as usize],
+                });
+            }
+            queued[line as usize] += 1;
+        }
         {
             let mut active = lock(&self.shared.active);
             if let Some((key, holder)) = spec
@@ -164,6 +189,9 @@ impl JobEngine {
                 .iter()
                 .find_map(|k| active.get(k).map(|h| (k, *h)))
             {
+                if let Some(line) = line {
+                    lock(&self.shared.queued)[line as usize] -= 1;
+                }
                 return Err(SubmitError::Busy {
                     what: describe_lock(key),
                     job_id: holder,
@@ -203,15 +231,7 @@ impl JobEngine {
         );
         let shared = self.shared.clone();
         self.shared.tracker.spawn(
-            run_job(
-                shared,
-                job,
-                spec.task,
-                spec.timeout,
-                spec.locks,
-                spec.bypass_limit,
-            )
-            .instrument(span),
+            run_job(shared, job, spec.task, spec.timeout, spec.locks, line).instrument(span),
         );
         Ok(record)
     }
@@ -342,6 +362,40 @@ impl JobEngine {
     }
 }
 
+/// The queue a job waits in: read-role commands, or write- and admin-role ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Read = 0,
+    Write = 1,
+}
+
+impl Line {
+    fn of(command: CommandName) -> Line {
+        match command.role() {
+            Role::Read => Line::Read,
+            Role::Write | Role::Admin => Line::Write,
+        }
+    }
+    fn cap(self, s: &JobSettings) -> usize {
+        match self {
+            Line::Read => s.max_queued_read,
+            Line::Write => s.max_queued_write,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Line::Read => "read-role",
+            Line::Write => "write- and admin-role",
+        }
+    }
+    fn priority(self) -> Priority {
+        match self {
+            Line::Read => Priority::Low,
+            Line::Write => Priority::High,
+        }
+    }
+}
+
 /// `repo:nc` → `repository nc`, for messages.
 fn describe_lock(key: &str) -> String {
     match key.split_once(':') {
@@ -438,15 +492,19 @@ async fn run_job(
     task: Box<dyn Task>,
     timeout: Duration,
     locks: Vec<String>,
-    bypass_limit: bool,
+    line: Option<Line>,
 ) {
-    let permit = if bypass_limit {
-        // A permit of its own: never waits behind the jobs it may have to stop.
-        Arc::new(Semaphore::new(1)).acquire_owned().await.ok()
-    } else {
-        tokio::select! {
-            p = shared.permits.clone().acquire_owned() => p.ok(),
-            _ = job.cancel.cancelled() => None,
+    // `None`: cancelled while queued; `Some(None)`: runs without a slot.
+    let permit = match line {
+        // Emergency stop: never waits behind the jobs it may have to stop.
+        None => Some(None),
+        Some(line) => {
+            let slot = tokio::select! {
+                s = shared.slots.acquire(line.priority()) => Some(Some(s)),
+                _ = job.cancel.cancelled() => None,
+            };
+            lock(&shared.queued)[line as usize] -= 1;
+            slot
         }
     };
     let outcome = match permit {
@@ -718,6 +776,83 @@ mod tests {
                 .expect("busy right after the result")
                 .job_id;
         }
+    }
+
+    #[tokio::test]
+    async fn queued_jobs_are_capped_per_line_and_writes_start_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = JobSettings {
+            max_concurrent: 1,
+            max_queued_read: 2,
+            max_queued_write: 1,
+            ..JobSettings::default()
+        };
+        let e = JobEngine::new(
+            Store::open(dir.path()).unwrap(),
+            settings,
+            Redactor::default(),
+        )
+        .unwrap();
+        let mut rx = e.subscribe();
+        let hold = || Scripted {
+            lines: 0,
+            wait_for_cancel: true,
+            state: JobState::Succeeded,
+        };
+        let quick = || Scripted {
+            lines: 0,
+            wait_for_cancel: false,
+            state: JobState::Succeeded,
+        };
+        let read = |task| JobSpec {
+            command: CommandName::ConfigValidate,
+            locks: vec![],
+            repository: None,
+            request_id: None,
+            timeout: Duration::from_secs(60),
+            task: Box::new(task),
+            secrets: vec![],
+            bypass_limit: false,
+        };
+        let holder = e
+            .submit(spec("a", hold(), Duration::from_secs(60)))
+            .unwrap();
+        // The holder runs; wait until it left the queue.
+        loop {
+            if let JobEvent::State(r) = rx.recv().await.unwrap() {
+                if r.job_id == holder.job_id && r.state == JobState::Running {
+                    break;
+                }
+            }
+        }
+        let r1 = e.submit(read(quick())).unwrap();
+        let r2 = e.submit(read(quick())).unwrap();
+        let full = e.submit(read(quick())).unwrap_err();
+        assert!(
+            matches!(full, SubmitError::QueueFull { queued: 2, .. }),
+            "{full}"
+        );
+        // Writes have their own allowance, and start before the queued reads.
+        let w = e
+            .submit(spec("b", quick(), Duration::from_secs(60)))
+            .unwrap();
+        assert!(matches!(
+            e.submit(spec("c", quick(), Duration::from_secs(60))),
+            Err(SubmitError::QueueFull { .. })
+        ));
+        e.cancel(holder.job_id, CancelReason::User).unwrap();
+        let mut started = Vec::new();
+        while started.len() < 3 {
+            if let JobEvent::State(r) = rx.recv().await.unwrap() {
+                if r.state == JobState::Running {
+                    started.push(r.job_id);
+                }
+            }
+        }
+        assert_eq!(started, vec![w.job_id, r1.job_id, r2.job_id]);
+        // Queues drained: reads are accepted again.
+        until_final(&mut rx, r2.job_id).await;
+        e.submit(read(quick())).unwrap();
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ mod engine;
 pub mod events;
 pub mod log;
 pub mod record;
+mod slots;
 pub mod store;
 
 use std::future::Future;

@@ -6,11 +6,17 @@
 //!   `info`; on errors it backs off exponentially up to `mqtt.reconnect_max_secs`
 //!   (rumqttc itself would retry at once, forever).
 //! - the **dispatcher** turns each command publish into a [`Request`], lets the
-//!   [`Service`] answer, and publishes exactly one response.
+//!   [`Service`] answer, and publishes exactly one response. Requests are handled
+//!   concurrently, at most `limits.max_in_flight` at once, so one slow command never
+//!   delays another; a few more wait in a short queue, beyond it they are `busy`.
 //! - the **publisher** turns job events into `jobs/<id>/…` and `events` messages.
+//!
+//! Every publish is checked first ([`outgoing`]): nothing a client sends can make
+//! the worker send a packet the broker would reject and drop the connection for.
 
 pub mod discovery;
 mod options;
+mod outgoing;
 pub mod summary;
 pub mod topics;
 
@@ -24,15 +30,23 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use rumqttc::Outgoing;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::command::JobId;
+use crate::command::{ApiError, Envelope, ErrorCode, JobId, RequestLimits, Response};
 use crate::config::Settings;
 use crate::jobs::{JobEvent, JobState, ReliableEvents};
 use crate::service::{Request, Service};
+use outgoing::{Out, PacketLimit, Unsendable};
 pub use topics::Topics;
+
+/// Command publishes waiting for a free in-flight place; beyond this they are
+/// answered `busy` at once. Each is at most [`options::incoming_max`] bytes.
+const REQUEST_QUEUE: usize = 64;
+/// Longest v5 Correlation Data copied to a response; longer is refused (`invalid`).
+pub const MAX_CORRELATION_BYTES: usize = 256;
 
 /// Connection facts shared with readiness checks and metrics.
 #[derive(Debug, Default)]
@@ -91,7 +105,11 @@ impl Mqtt {
         let options = options::build(settings, &topics)?;
         let (client, eventloop) = AsyncClient::new(options, 4096);
         let status = Arc::new(MqttStatus::default());
-        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
+        let out = Out {
+            client: client.clone(),
+            limit: Arc::new(PacketLimit::new(settings.mqtt.max_packet_bytes)),
+        };
         let stop_dispatch = CancellationToken::new();
         let stop_publisher = CancellationToken::new();
         let stop_connection = CancellationToken::new();
@@ -111,12 +129,19 @@ impl Mqtt {
             node: settings.node_id(),
             state_file: settings.state_dir.join("ha-discovery.json"),
         });
+        let dispatch = Arc::new(Dispatch {
+            out: out.clone(),
+            topics: topics.clone(),
+            service: service.clone(),
+            ha: ha.clone(),
+            limits: RequestLimits {
+                max_bytes: settings.limits.max_request_bytes,
+                max_depth: settings.limits.max_request_depth,
+            },
+        });
         let connection = tokio::spawn(connection_task(
             eventloop,
-            client.clone(),
-            topics.clone(),
-            service.clone(),
-            ha.clone(),
+            dispatch.clone(),
             status.clone(),
             req_tx,
             Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
@@ -124,10 +149,8 @@ impl Mqtt {
         ));
         let dispatcher = tokio::spawn(dispatch_task(
             req_rx,
-            client.clone(),
-            topics.clone(),
-            service,
-            ha,
+            dispatch,
+            settings.limits.max_in_flight.max(1),
             stop_dispatch.clone(),
         ));
         let log_qos = if settings.jobs.log_qos == 0 {
@@ -137,7 +160,7 @@ impl Mqtt {
         };
         let publisher = tokio::spawn(publish_task(
             events,
-            client.clone(),
+            out,
             topics.clone(),
             log_qos,
             status.clone(),
@@ -201,12 +224,7 @@ impl HaConfig {
 
 /// Publishes every repository's discovery configs and removes those of
 /// repositories that are gone since the last time.
-async fn publish_discovery(
-    client: &AsyncClient,
-    topics: &Topics,
-    ha: &HaConfig,
-    labels: &[String],
-) {
+async fn publish_discovery(out: &Out, topics: &Topics, ha: &HaConfig, labels: &[String]) {
     let before: Vec<String> = std::fs::read(&ha.state_file)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -220,8 +238,8 @@ async fn publish_discovery(
     }
     for m in messages {
         let payload = m.payload.map(|p| p.to_string()).unwrap_or_default();
-        if let Err(e) = client
-            .publish(m.topic, QoS::AtLeastOnce, true, payload)
+        if let Err(e) = out
+            .publish(m.topic, QoS::AtLeastOnce, true, payload.into(), None)
             .await
         {
             tracing::warn!(error = %e, "could not publish a discovery config");
@@ -234,15 +252,11 @@ async fn publish_discovery(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn connection_task(
     mut eventloop: EventLoop,
-    client: AsyncClient,
-    topics: Topics,
-    service: Arc<Service>,
-    ha: Arc<HaConfig>,
+    dispatch: Arc<Dispatch>,
     status: Arc<MqttStatus>,
-    requests: mpsc::UnboundedSender<Publish>,
+    requests: mpsc::Sender<Publish>,
     max_backoff: Duration,
     stop: CancellationToken,
 ) {
@@ -254,14 +268,20 @@ async fn connection_task(
             _ = stop.cancelled() => return,
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                dispatch.out.limit.set_broker(broker_max);
                 status.set_connected(true);
                 backoff = Duration::from_millis(250);
-                tracing::info!("connected to the MQTT broker");
+                tracing::info!(
+                    max_packet_bytes = dispatch.out.limit.get(),
+                    "connected to the MQTT broker"
+                );
                 // Never await the client inside the loop that drives it.
-                let (client, topics, service, ha) =
-                    (client.clone(), topics.clone(), service.clone(), ha.clone());
+                let d = dispatch.clone();
                 tokio::spawn(async move {
+                    let (out, client, topics, service, ha) =
+                        (&d.out, &d.out.client, &d.topics, &d.service, &d.ha);
                     let info = service.info().await;
                     let labels: Vec<String> = info["repositories"]
                         .as_array()
@@ -269,7 +289,7 @@ async fn connection_task(
                         .flatten()
                         .filter_map(|v| v.as_str().map(str::to_string))
                         .collect();
-                    if let Err(e) = on_connected(&client, &topics, info).await {
+                    if let Err(e) = on_connected(out, topics, info).await {
                         tracing::warn!(error = %e, "could not announce the worker");
                     }
                     if ha.enabled {
@@ -280,12 +300,15 @@ async fn connection_task(
                         if let Err(e) = client.subscribe_many(subs).await {
                             tracing::warn!(error = %e, "could not subscribe for Home Assistant");
                         }
-                        publish_discovery(&client, &topics, &ha, &labels).await;
+                        publish_discovery(out, topics, ha, &labels).await;
                     }
                 });
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let _ = requests.send(p);
+                // Never wait here: this loop also drives every publish.
+                if let Err(mpsc::error::TrySendError::Full(p)) = requests.try_send(p) {
+                    dispatch.overflow(&p);
+                }
             }
             Ok(Event::Incoming(Packet::Disconnect(d))) => {
                 tracing::warn!(reason = ?d.reason_code, "the broker disconnected us");
@@ -340,65 +363,95 @@ async fn ha_button(service: &Service, repository: &str, action: &str) {
     }
 }
 
-async fn on_connected(
-    client: &AsyncClient,
-    topics: &Topics,
-    info: serde_json::Value,
-) -> Result<(), rumqttc::v5::ClientError> {
+async fn on_connected(out: &Out, topics: &Topics, info: serde_json::Value) -> anyhow::Result<()> {
     // Retain As Published: without it a v5 broker clears the retain flag of live
     // messages, and a retained command would be indistinguishable from a fresh one.
     let mut filter = Filter::new(topics.commands_filter(), QoS::AtLeastOnce);
     filter.preserve_retain = true;
     filter.nolocal = true;
-    client.subscribe_many([filter]).await?;
-    client
-        .publish(topics.status(), QoS::AtLeastOnce, true, "online")
-        .await?;
-    client
-        .publish(topics.info(), QoS::AtLeastOnce, true, info.to_string())
-        .await?;
+    out.client.subscribe_many([filter]).await?;
+    out.publish(
+        topics.status(),
+        QoS::AtLeastOnce,
+        true,
+        Bytes::from_static(b"online"),
+        None,
+    )
+    .await?;
+    out.publish(
+        topics.info(),
+        QoS::AtLeastOnce,
+        true,
+        info.to_string().into(),
+        None,
+    )
+    .await?;
     Ok(())
 }
 
-async fn dispatch_task(
-    mut requests: mpsc::UnboundedReceiver<Publish>,
-    client: AsyncClient,
+/// What handling one incoming publish needs; shared by the concurrent handlers.
+struct Dispatch {
+    out: Out,
     topics: Topics,
     service: Arc<Service>,
     ha: Arc<HaConfig>,
-    stop: CancellationToken,
-) {
-    loop {
-        let p = tokio::select! {
-            p = requests.recv() => match p { Some(p) => p, None => return },
-            _ = stop.cancelled() => return,
-        };
+    limits: RequestLimits,
+}
+
+impl Dispatch {
+    /// Handles one publish: a Home Assistant message, or a command that gets exactly
+    /// one response (none when its topic cannot name a command).
+    async fn handle(&self, p: Publish) {
         let Ok(topic) = std::str::from_utf8(&p.topic) else {
-            continue;
+            return;
         };
+        let ha = &self.ha;
         if ha.enabled && topic == ha.birth_topic() {
             // Home Assistant (re)started: it forgot non-retained state, so announce again.
             if p.payload.as_ref() == b"online" {
-                let labels: Vec<String> = service.info().await["repositories"]
+                let labels: Vec<String> = self.service.info().await["repositories"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect();
-                publish_discovery(&client, &topics, &ha, &labels).await;
+                publish_discovery(&self.out, &self.topics, ha, &labels).await;
             }
-            continue;
+            return;
         }
-        if let Some((repository, action)) = topics.parse_ha_button(topic) {
+        if let Some((repository, action)) = self.topics.parse_ha_button(topic) {
             if ha.enabled && !p.retain {
-                ha_button(&service, repository, action).await;
+                ha_button(&self.service, repository, action).await;
             }
-            continue;
+            return;
         }
-        let Some(command) = topics.parse_command(topic) else {
-            continue;
+        let Some(command) = self.topics.parse_command(topic) else {
+            if self.topics.command_suffix(topic).is_some() {
+                crate::metrics::request("mqtt", ErrorCode::Invalid.as_str());
+                tracing::debug!(
+                    topic = %crate::command::shorten(topic),
+                    "a command topic that cannot name a command: not answered"
+                );
+            }
+            return;
         };
         let props = p.properties.as_ref();
+        let correlation = props.and_then(|props| props.correlation_data.clone());
+        if correlation
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CORRELATION_BYTES)
+        {
+            crate::metrics::request("mqtt", ErrorCode::Invalid.as_str());
+            let rid = Envelope::parse(&p.payload, &self.limits)
+                .ok()
+                .and_then(|e| e.request_id);
+            let err = ApiError::invalid(format!(
+                "correlation data is longer than {MAX_CORRELATION_BYTES} bytes; the request was not run"
+            ));
+            self.reply(command, props, None, Response::error(rid, err))
+                .await;
+            return;
+        }
         let bearer = props.and_then(|props| {
             props
                 .user_properties
@@ -406,7 +459,8 @@ async fn dispatch_task(
                 .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
                 .and_then(|(_, v)| crate::auth::bearer(v))
         });
-        let response = service
+        let response = self
+            .service
             .handle(Request {
                 transport: crate::service::Transport::Mqtt,
                 client: None,
@@ -417,29 +471,142 @@ async fn dispatch_task(
                 trusted: None,
             })
             .await;
-        let reply_to = props
+        self.reply(command, props, correlation, response).await;
+    }
+
+    /// Where the answer to `command` goes: the client's Response Topic when allowed,
+    /// else `<base>/response/<command>`.
+    fn reply_topic(&self, command: &str, props: Option<&PublishProperties>) -> String {
+        props
             .and_then(|props| props.response_topic.as_deref())
-            .filter(|t| topics.response_topic_allowed(t))
+            .filter(|t| self.topics.response_topic_allowed(t))
             .map(str::to_string)
-            .unwrap_or_else(|| topics.response(command));
+            .unwrap_or_else(|| self.topics.response(command))
+    }
+
+    /// Publishes the one response; an answer too large for the connection becomes a
+    /// small `unavailable` answer instead.
+    async fn reply(
+        &self,
+        command: &str,
+        props: Option<&PublishProperties>,
+        correlation: Option<Bytes>,
+        response: Response,
+    ) {
+        let topic = self.reply_topic(command, props);
         let reply_props = PublishProperties {
-            correlation_data: props.and_then(|props| props.correlation_data.clone()),
+            correlation_data: correlation,
             content_type: Some("application/json".into()),
             ..Default::default()
         };
-        if let Err(e) = client
-            .publish_with_properties(
-                reply_to,
+        let sent = self
+            .out
+            .publish(
+                topic.clone(),
                 QoS::AtLeastOnce,
                 false,
-                response.to_json(),
-                reply_props,
+                response.to_json().into(),
+                Some(reply_props.clone()),
+            )
+            .await;
+        let Err(Unsendable::TooLarge { size, max }) = sent else {
+            if let Err(e) = sent {
+                tracing::error!(error = %e, "could not publish a response");
+            }
+            return;
+        };
+        let small = Response::error(
+            response.request_id.clone(),
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the answer is {size} bytes, more than the {max} bytes this MQTT connection carries in one message; ask for less (e.g. a smaller limit) or use the HTTP API"
+                ),
+            ),
+        );
+        if let Err(e) = self
+            .out
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                small.to_json().into(),
+                Some(reply_props),
             )
             .await
         {
             tracing::error!(error = %e, "could not publish a response");
         }
     }
+
+    /// A command that found the request queue full: answered `busy` without waiting
+    /// (called from the connection loop, which must not wait).
+    fn overflow(&self, p: &Publish) {
+        let Some(command) = std::str::from_utf8(&p.topic)
+            .ok()
+            .and_then(|t| self.topics.parse_command(t))
+        else {
+            return;
+        };
+        crate::metrics::request("mqtt", ErrorCode::Busy.as_str());
+        let props = p.properties.as_ref();
+        let rid = Envelope::parse(&p.payload, &self.limits)
+            .ok()
+            .and_then(|e| e.request_id);
+        let resp = Response::error(
+            rid,
+            ApiError::new(
+                ErrorCode::Busy,
+                "the worker has too many requests in progress; retry shortly",
+            ),
+        );
+        let correlation = props
+            .and_then(|props| props.correlation_data.clone())
+            .filter(|c| c.len() <= MAX_CORRELATION_BYTES);
+        let reply_props = PublishProperties {
+            correlation_data: correlation,
+            content_type: Some("application/json".into()),
+            ..Default::default()
+        };
+        if let Err(e) = self.out.try_publish(
+            self.reply_topic(command, props),
+            QoS::AtLeastOnce,
+            false,
+            resp.to_json().into(),
+            Some(reply_props),
+        ) {
+            tracing::warn!(error = %e, "could not answer a request the worker had no room for");
+        }
+    }
+}
+
+/// Takes command publishes off the queue and handles each in its own task, at most
+/// `max_in_flight` at once. On stop, waits until those in flight have answered.
+async fn dispatch_task(
+    mut requests: mpsc::Receiver<Publish>,
+    dispatch: Arc<Dispatch>,
+    max_in_flight: usize,
+    stop: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let tracker = TaskTracker::new();
+    loop {
+        let p = tokio::select! {
+            p = requests.recv() => match p { Some(p) => p, None => break },
+            _ = stop.cancelled() => break,
+        };
+        let permit = tokio::select! {
+            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.cancelled() => break,
+        };
+        let d = dispatch.clone();
+        tracker.spawn(async move {
+            d.handle(p).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Publishes job events in order. Nothing is skipped while the broker is connected:
@@ -448,14 +615,14 @@ async fn dispatch_task(
 /// never stalls a backup; states and results queue in the client for the reconnect.
 async fn publish_task(
     mut events: ReliableEvents,
-    client: AsyncClient,
+    out: Out,
     topics: Topics,
     log_qos: QoS,
     status: Arc<MqttStatus>,
     stop: CancellationToken,
 ) {
     let mut p = Publisher {
-        client,
+        out,
         topics,
         log_qos,
         status,
@@ -482,7 +649,7 @@ async fn publish_task(
 }
 
 struct Publisher {
-    client: AsyncClient,
+    out: Out,
     topics: Topics,
     log_qos: QoS,
     status: Arc<MqttStatus>,
@@ -506,7 +673,7 @@ impl Publisher {
             // Lines fit in the client's queue for a while; then they are skipped.
             let sent = tokio::select! {
                 biased;
-                r = self.client.publish_bytes(topic, self.log_qos, false, l.json.clone()) => r.is_ok(),
+                r = self.out.publish(topic, self.log_qos, false, l.json.clone(), None) => r.is_ok(),
                 _ = self.status.disconnected() => false,
             };
             if !sent {
@@ -515,10 +682,10 @@ impl Publisher {
             return;
         }
         if self.status.connected() {
-            publish_event(&self.client, &self.topics, &mut self.last_state, event).await;
+            publish_event(&self.out, &self.topics, &mut self.last_state, event).await;
         } else {
             // Queue in the client without waiting: it sends them after the reconnect.
-            try_publish_event(&self.client, &self.topics, &mut self.last_state, event);
+            try_publish_event(&self.out, &self.topics, &mut self.last_state, event);
         }
     }
 }
@@ -528,6 +695,9 @@ struct Message {
     topic: String,
     retain: bool,
     payload: Bytes,
+    /// Sent instead when `payload` is too large for the connection (a job result
+    /// without its data, saying why), so no client takes a missing result for none.
+    smaller: Option<Bytes>,
 }
 
 impl Message {
@@ -536,8 +706,20 @@ impl Message {
             topic,
             retain,
             payload: payload.into(),
+            smaller: None,
         }
     }
+}
+
+/// A job result with its data left out, for when the whole does not fit.
+fn result_without_data(result: &crate::jobs::JobResult, size: usize) -> Bytes {
+    let mut v = serde_json::to_value(&result.record).unwrap_or_default();
+    v["data"] = serde_json::Value::Null;
+    v["data_omitted"] = serde_json::Value::String(format!(
+        "the result is {size} bytes, more than this MQTT connection carries in one message; read it over the HTTP API (GET /api/v1/jobs/{})",
+        result.record.job_id
+    ));
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }
 
 /// The messages a state, result or forgotten job gives (all QoS 1).
@@ -580,11 +762,10 @@ fn messages(
                 ));
             }
             let payload = serde_json::to_vec(&*result).unwrap_or_default();
-            out.push(Message::new(
-                topics.job_result(result.record.job_id),
-                false,
-                payload,
-            ));
+            let smaller = result_without_data(&result, payload.len());
+            let mut m = Message::new(topics.job_result(result.record.job_id), false, payload);
+            m.smaller = Some(smaller);
+            out.push(m);
         }
         JobEvent::Forgotten(id) => {
             last_state.remove(&id);
@@ -597,29 +778,43 @@ fn messages(
 }
 
 async fn publish_event(
-    client: &AsyncClient,
+    out: &Out,
     topics: &Topics,
     last_state: &mut HashMap<JobId, JobState>,
     event: JobEvent,
 ) {
     for m in messages(topics, last_state, event) {
-        if let Err(e) = client
-            .publish_bytes(m.topic, QoS::AtLeastOnce, m.retain, m.payload)
-            .await
-        {
+        let r = out
+            .publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload, None)
+            .await;
+        let r = match (r, m.smaller) {
+            (Err(Unsendable::TooLarge { .. }), Some(smaller)) => {
+                out.publish(m.topic, QoS::AtLeastOnce, m.retain, smaller, None)
+                    .await
+            }
+            (r, _) => r,
+        };
+        if let Err(e) = r {
             tracing::error!(error = %e, "could not publish a job event");
         }
     }
 }
 
 fn try_publish_event(
-    client: &AsyncClient,
+    out: &Out,
     topics: &Topics,
     last_state: &mut HashMap<JobId, JobState>,
     event: JobEvent,
 ) {
     for m in messages(topics, last_state, event) {
-        if let Err(e) = client.try_publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload) {
+        let r = out.try_publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload, None);
+        let r = match (r, m.smaller) {
+            (Err(Unsendable::TooLarge { .. }), Some(smaller)) => {
+                out.try_publish(m.topic, QoS::AtLeastOnce, m.retain, smaller, None)
+            }
+            (r, _) => r,
+        };
+        if let Err(e) = r {
             tracing::error!(error = %e, "could not queue a job event for the reconnect");
         }
     }

@@ -11,6 +11,14 @@ use rumqttc::Transport;
 use super::Topics;
 use crate::config::Settings;
 
+/// The largest packet the worker accepts: `limits.max_request_bytes` plus room for
+/// the longest topic MQTT allows and for properties (and for a request a little over
+/// the limit, which then gets a clear `invalid` answer instead of none).
+pub(super) fn incoming_max(settings: &Settings) -> u32 {
+    let room = 128 * 1024;
+    u32::try_from(settings.limits.max_request_bytes + room).unwrap_or(u32::MAX)
+}
+
 pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<MqttOptions> {
     let m = &settings.mqtt;
     let client_id = format!("borgmatic-mqtt-{}", settings.node_id());
@@ -19,7 +27,10 @@ pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<Mqtt
     // A fresh session on every connect: commands published while the worker was
     // away are not replayed hours later; subscriptions are renewed on ConnAck.
     o.set_clean_start(true);
-    o.set_max_packet_size(Some(m.max_packet_bytes));
+    // What the broker may send us: the largest request plus a topic and properties.
+    // A v5 broker drops larger messages for this client instead of delivering them,
+    // so a flood of huge payloads never reaches the worker's memory.
+    o.set_max_packet_size(Some(incoming_max(settings)));
     // rumqttc sizes its table of unacknowledged publishes by this limit up front
     // (65,535 entries by default, megabytes at idle); the broker's Receive Maximum
     // lowers it further.

@@ -2,6 +2,28 @@
 
 use crate::command::JobId;
 
+/// Longest `<group>/<action>` after `<base>/cmd/` that is answered. Longer (or with
+/// other characters than `[A-Za-z0-9._/-]`) cannot name a command and gets no
+/// response at all: echoing it into `response/<suffix>` could exceed what MQTT allows.
+pub const MAX_COMMAND_SUFFIX: usize = 64;
+/// Longest part after `<base>/response/` of a client's v5 Response Topic.
+pub const MAX_RESPONSE_SUFFIX: usize = 256;
+/// MQTT's limit on a topic name (a 16-bit length prefix).
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Why a topic cannot be published to, if it cannot.
+pub fn publishable(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        Err("is empty")
+    } else if topic.len() > MAX_TOPIC_BYTES {
+        Err("is longer than MQTT's 65,535 bytes")
+    } else if topic.contains(['#', '+', '\0']) {
+        Err("holds a wildcard or NUL")
+    } else {
+        Ok(())
+    }
+}
+
 /// The topics under one base prefix.
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -26,20 +48,33 @@ impl Topics {
     pub fn commands_filter(&self) -> String {
         format!("{}/cmd/#", self.base)
     }
-    /// `<base>/cmd/<group>/<action>` → `group/action`; anything else is `None`.
+    /// `<base>/cmd/<group>/<action>` → `group/action`; anything else is `None`,
+    /// including suffixes that cannot name a command ([`MAX_COMMAND_SUFFIX`]).
     pub fn parse_command<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")?;
-        (!rest.is_empty()).then_some(rest)
+        let rest = self.command_suffix(topic)?;
+        let usable = !rest.is_empty()
+            && rest.len() <= MAX_COMMAND_SUFFIX
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+        usable.then_some(rest)
+    }
+    /// Whatever follows `<base>/cmd/`.
+    pub fn command_suffix<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")
     }
     pub fn response(&self, command: &str) -> String {
         format!("{}/response/{command}", self.base)
     }
-    /// Whether a client-chosen v5 Response Topic may be used.
+    /// Whether a client-chosen v5 Response Topic may be used: under
+    /// `<base>/response/`, at most [`MAX_RESPONSE_SUFFIX`] bytes after it.
     pub fn response_topic_allowed(&self, topic: &str) -> bool {
         topic
             .strip_prefix(&self.base)
             .and_then(|r| r.strip_prefix("/response/"))
-            .is_some_and(|r| !r.is_empty() && !r.contains(['#', '+']))
+            .is_some_and(|r| {
+                !r.is_empty() && r.len() <= MAX_RESPONSE_SUFFIX && !r.contains(['#', '+', '\0'])
+            })
     }
     pub fn job_state(&self, id: JobId) -> String {
         format!("{}/jobs/{id}/state", self.base)
@@ -94,5 +129,25 @@ mod tests {
         assert!(!t.response_topic_allowed("borgmatic/h/status"));
         assert!(!t.response_topic_allowed("borgmatic/h/response/"));
         assert!(!t.response_topic_allowed("other/response/x"));
+        assert!(!t.response_topic_allowed("borgmatic/h/response/a\0b"));
+        let long = format!(
+            "borgmatic/h/response/{}",
+            "x".repeat(MAX_RESPONSE_SUFFIX + 1)
+        );
+        assert!(!t.response_topic_allowed(&long));
+    }
+
+    #[test]
+    fn command_suffixes_are_bounded() {
+        let t = Topics::new("borgmatic/h");
+        assert_eq!(t.parse_command("borgmatic/h/cmd/no/such"), Some("no/such"));
+        let long = format!("borgmatic/h/cmd/{}", "a".repeat(MAX_COMMAND_SUFFIX + 1));
+        assert_eq!(t.parse_command(&long), None);
+        assert_eq!(t.parse_command("borgmatic/h/cmd/a b"), None);
+        assert_eq!(t.parse_command("borgmatic/h/cmd/é/x"), None);
+        assert!(publishable(&t.response(&"a".repeat(MAX_COMMAND_SUFFIX))).is_ok());
+        assert!(publishable(&"a".repeat(MAX_TOPIC_BYTES + 1)).is_err());
+        assert!(publishable("a/#").is_err());
+        assert!(publishable("").is_err());
     }
 }

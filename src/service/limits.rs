@@ -61,6 +61,7 @@ mod tests {
             read_per_minute: 2,
             write_per_minute: 1,
             admin_per_minute: 1,
+            ..LimitSettings::default()
         });
         assert!(l.check(Role::Read, "mqtt:read:-").is_ok());
         assert!(l.check(Role::Read, "mqtt:read:-").is_ok());

@@ -5,16 +5,15 @@
 //! Order of checks: JSON envelope → retained → token → command name → role →
 //! duplicate request id → fields → state (repository exists, not busy).
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::auth::{Role, Tokens};
 use crate::borg_config::BorgmaticConfig;
 use crate::command::{
-    ApiError, Command, CommandName, Envelope, ErrorCode, JobId, RequestId, Response,
+    ApiError, Command, CommandName, Envelope, ErrorCode, JobId, RequestId, RequestLimits, Response,
 };
 use crate::command::{RepositoryLabel, SubPath};
 use crate::config::{Secret, Settings};
@@ -26,6 +25,7 @@ use crate::jobs::{repo_lock, CancelReason, JobEngine, JobSpec, SubmitError, Task
 
 mod aio_cmds;
 pub mod audit;
+mod dedup;
 mod limits;
 mod ops_cmds;
 
@@ -36,8 +36,6 @@ const AIO_LOCK: &str = "aio";
 
 /// How long a request id is remembered.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
-/// Most request ids remembered at once (oldest forgotten first).
-const DEDUP_MAX: usize = 10_000;
 /// Default and maximum of `job/list`'s `limit`.
 const LIST_DEFAULT: usize = 50;
 const LIST_MAX: usize = 1_000;
@@ -77,28 +75,6 @@ pub struct Request<'a> {
     pub trusted: Option<Role>,
 }
 
-#[derive(Default)]
-struct Dedup {
-    seen: HashMap<(CommandName, RequestId), (Instant, Response)>,
-    order: VecDeque<(Instant, (CommandName, RequestId))>,
-}
-
-impl Dedup {
-    fn prune(&mut self, now: Instant) {
-        while let Some((at, key)) = self.order.front() {
-            if now.duration_since(*at) < DEDUP_WINDOW && self.order.len() <= DEDUP_MAX {
-                break;
-            }
-            if let Some((at2, _)) = self.seen.get(key) {
-                if at2 == at {
-                    self.seen.remove(key);
-                }
-            }
-            self.order.pop_front();
-        }
-    }
-}
-
 /// Everything a request may touch.
 pub struct Service {
     settings: Arc<Settings>,
@@ -110,9 +86,10 @@ pub struct Service {
     policy: ExecPolicy,
     limits: limits::Limits,
     audit: audit::Audit,
-    /// Held from the duplicate check to recording the answer, so two copies of one
-    /// request (QoS 1 redelivery) cannot both start a job.
-    dedup: tokio::sync::Mutex<Dedup>,
+    /// Two copies of one request (QoS 1 redelivery) never both run; per key, so
+    /// nothing else waits.
+    dedup: dedup::Dedup,
+    request_limits: RequestLimits,
 }
 
 impl Service {
@@ -127,6 +104,11 @@ impl Service {
             Some(f) => ExecPolicy::load(f).unwrap_or(ExecPolicy { allow: vec![] }),
             None => ExecPolicy::aio_default(&settings.docker.mastercontainer()),
         };
+        let dedup = dedup::Dedup::new(DEDUP_WINDOW, settings.limits.dedup_cache_bytes);
+        let request_limits = RequestLimits {
+            max_bytes: settings.limits.max_request_bytes,
+            max_depth: settings.limits.max_request_depth,
+        };
         Self {
             docker: Engine::new(settings.docker.host.clone()),
             policy,
@@ -137,7 +119,8 @@ impl Service {
             tokens,
             engine,
             borgmatic_version,
-            dedup: tokio::sync::Mutex::new(Dedup::default()),
+            dedup,
+            request_limits,
         }
     }
 
@@ -187,7 +170,7 @@ impl Service {
     /// counted in the metrics and written to the audit trail.
     pub async fn handle(&self, req: Request<'_>) -> Response {
         let mut seen = Seen::default();
-        let resp = match Envelope::parse(req.body) {
+        let resp = match Envelope::parse(req.body, &self.request_limits) {
             Ok(e) => {
                 seen.repository = e
                     .fields
@@ -304,21 +287,44 @@ impl Service {
             )));
         }
 
-        let mut dedup = self.dedup.lock().await;
-        let now = Instant::now();
-        dedup.prune(now);
-        if let Some(r) = &rid {
-            if let Some((_, resp)) = dedup.seen.get(&(name, r.clone())) {
-                tracing::debug!(request_id = r.as_str(), "duplicate request answered again");
-                return Ok(resp.clone());
-            }
-        }
         let principal = format!(
             "{}:{}:{}",
             req.transport.as_str(),
             role.as_str(),
             req.client.unwrap_or("-")
         );
+        let ticket = match &rid {
+            None => None,
+            Some(r) => {
+                let key = dedup::Key {
+                    principal: principal.clone(),
+                    command: name,
+                    id: r.clone(),
+                };
+                let body = self.body_hash(&envelope.fields, &request_secrets);
+                match self.dedup.claim(key, body).await {
+                    dedup::Claim::Run(t) => Some(t),
+                    dedup::Claim::Replay(resp) => {
+                        tracing::debug!(
+                            request_id = r.as_str(),
+                            "duplicate request answered again"
+                        );
+                        return Ok(resp);
+                    }
+                    dedup::Claim::Reused => {
+                        return Err(fail(ApiError::invalid(format!(
+                            "request_id reused: {name} with this request_id had a different body in the last {} minutes; use a new request_id",
+                            DEDUP_WINDOW.as_secs() / 60
+                        ))));
+                    }
+                    dedup::Claim::Forgotten => {
+                        return Err(fail(ApiError::invalid(
+                            "request_id reused: this request was answered already and its answer was too large to keep; use a new request_id",
+                        )));
+                    }
+                }
+            }
+        };
         if let Err(wait) = self.limits.check(name.role(), &principal) {
             let secs = wait.as_secs() + 1;
             // Not remembered as the request's answer: a retry may succeed.
@@ -338,11 +344,23 @@ impl Service {
             Ok(cmd) => self.execute(cmd, rid.clone(), request_secrets).await,
             Err(e) => fail(e),
         };
-        if let Some(r) = rid {
-            dedup.seen.insert((name, r.clone()), (now, resp.clone()));
-            dedup.order.push_back((now, (name, r)));
+        if let Some(t) = ticket {
+            t.finish(&resp);
         }
         Ok(resp)
+    }
+
+    /// What identifies a request's content for [`dedup`]: its fields and whether
+    /// (and which) secrets came along, never the token.
+    fn body_hash(&self, fields: &serde_json::Map<String, Value>, secrets: &RequestSecrets) -> u64 {
+        let mut bytes = serde_json::to_vec(fields).unwrap_or_default();
+        for s in [&secrets.borg, &secrets.ssh] {
+            bytes.push(0);
+            if let Some(s) = s {
+                bytes.extend_from_slice(s.expose().as_bytes());
+            }
+        }
+        self.dedup.hash(&bytes)
     }
 
     async fn execute(
@@ -737,6 +755,9 @@ impl Service {
                 format!("{what} already has a running job {job_id}"),
             )
             .with_data(json!({ "job_id": job_id }))),
+            Err(e @ SubmitError::QueueFull { .. }) => {
+                Err(ApiError::new(ErrorCode::Busy, e.to_string()))
+            }
             Err(SubmitError::ShuttingDown) => Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "the worker is shutting down",

@@ -92,20 +92,25 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        Self::start_with(false, false)
+        Self::start_with(false, false, "")
     }
 
     /// With the project's own `mosquitto/acl` and its users (`borgmatic`, `nodered`,
-    /// `homeassistant`, passwords [`SHIPPED_PASSWORD`]` + user`), plus the test's
+    /// `homeassistant`, passwords from [`shipped_password`]), plus the test's
     /// observer `client`, which may read everything and send commands.
     pub fn start_shipped() -> Broker {
-        Self::start_with(false, true)
+        Self::start_with(false, true, "")
+    }
+
+    /// With extra `mosquitto.conf` lines (e.g. `max_packet_size 4096`).
+    pub fn start_with_config(extra: &str) -> Broker {
+        Self::start_with(false, false, extra)
     }
 
     /// Also listens with TLS (a throwaway CA and a server certificate for
     /// `localhost`); the CA is at [`Broker::ca_file`].
     pub fn start_tls() -> Broker {
-        Self::start_with(true, false)
+        Self::start_with(true, false, "")
     }
 
     /// A handle for a broker started elsewhere (connection details only).
@@ -122,7 +127,7 @@ impl Broker {
         self.dir.path().join("ca.crt")
     }
 
-    fn start_with(tls: bool, shipped: bool) -> Broker {
+    fn start_with(tls: bool, shipped: bool, extra: &str) -> Broker {
         require("mosquitto");
         require("mosquitto_passwd");
         let dir = tempfile::tempdir().unwrap();
@@ -185,7 +190,7 @@ impl Broker {
                  allow_anonymous false\n\
                  password_file {}\nacl_file {}\npersistence false\n\
                  max_inflight_messages 1000\nmax_queued_messages 100000\nset_tcp_nodelay true\n\
-                 log_dest stderr\nlog_type error\nlog_type warning\n",
+                 log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n",
                 pw.display(),
                 dir.path().join("acl").display()
             ),
