@@ -558,8 +558,8 @@ impl Settings {
         if let Err(reason) = crate::command::validate_topic_base(&self.base_topic()) {
             problems.push(problem("mqtt.base_topic", reason));
         }
-        if let Some(f) = &self.docker.exec_policy_file {
-            if let Err(e) = crate::exec::policy::ExecPolicy::load(f) {
+        if self.docker.exec_policy_file.is_some() {
+            if let Err(e) = crate::exec::policy::ExecPolicy::from_settings(&self.docker) {
                 problems.push(problem("docker.exec_policy_file", e));
             }
         }
