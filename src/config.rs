@@ -259,8 +259,8 @@ pub struct DockerSettings {
     pub host: Option<String>,
     /// Names of Nextcloud AIO's containers start with it (volumes with it, `-` → `_`).
     pub aio_prefix: String,
-    /// A TOML exec allow-list (`[[allow]]` tables); the built-in default allows
-    /// exactly `/daily-backup.sh` and `/healthcheck.sh` in the mastercontainer.
+    /// Extra exec allow rules (TOML `[[allow]]` tables, each with its role and
+    /// exact env values), added to the built-in AIO rules.
     pub exec_policy_file: Option<PathBuf>,
     /// How long an AIO backup waits for the borgbackup container to start.
     pub borgbackup_start_grace_secs: u64,
