@@ -576,6 +576,28 @@ mod tests {
         }
     }
 
+    /// topics.md lists exactly what the table covers.
+    #[test]
+    fn topics_md_lists_every_entry() {
+        let doc = include_str!("../../topics.md");
+        let start = doc
+            .find("**The deny-list**")
+            .expect("topics.md deny-list section");
+        let section = &doc[start..];
+        let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+        let words: std::collections::BTreeSet<&str> = section
+            .split(|c: char| c.is_whitespace() || "`,;:()".contains(c))
+            .collect();
+        for (_, names) in PROGRAMS {
+            for n in *names {
+                assert!(words.contains(n), "topics.md does not list {n}");
+            }
+        }
+        for a in ARGUMENTS {
+            assert!(words.contains(a), "topics.md does not list {a}");
+        }
+    }
+
     fn denied_program() -> impl Strategy<Value = String> {
         let names: Vec<&'static str> = PROGRAMS
             .iter()
