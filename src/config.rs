@@ -274,8 +274,8 @@ pub struct DockerSettings {
     pub host: Option<String>,
     /// Names of Nextcloud AIO's containers start with it (volumes with it, `-` → `_`).
     pub aio_prefix: String,
-    /// A TOML exec allow-list (`[[allow]]` tables); the built-in default allows
-    /// exactly `/daily-backup.sh` and `/healthcheck.sh` in the mastercontainer.
+    /// Extra exec allow rules (TOML `[[allow]]` tables, each with its role and
+    /// exact env values), added to the built-in AIO rules.
     pub exec_policy_file: Option<PathBuf>,
     /// How long an AIO backup waits for the borgbackup container to start.
     pub borgbackup_start_grace_secs: u64,
@@ -580,8 +580,8 @@ impl Settings {
         if let Err(reason) = crate::command::validate_topic_base(&self.base_topic()) {
             problems.push(problem("mqtt.base_topic", reason));
         }
-        if let Some(f) = &self.docker.exec_policy_file {
-            if let Err(e) = crate::exec::policy::ExecPolicy::load(f) {
+        if self.docker.exec_policy_file.is_some() {
+            if let Err(e) = crate::exec::policy::ExecPolicy::from_settings(&self.docker) {
                 problems.push(problem("docker.exec_policy_file", e));
             }
         }

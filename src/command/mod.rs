@@ -170,6 +170,15 @@ pub struct ContainerExec {
     pub env: std::collections::BTreeMap<String, String>,
 }
 
+/// `security/exec-policy`: the policy, or with `check` a dry run of one
+/// `container/exec` (nothing runs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecPolicyQuery {
+    #[serde(default)]
+    pub check: Option<ContainerExec>,
+}
+
 /// `volume/list`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -407,7 +416,7 @@ pub enum Command {
     AioHealthcheck(NoFields),
     AioStart(AioStart),
     AioStop(NoFields),
-    SecurityExecPolicy(NoFields),
+    SecurityExecPolicy(ExecPolicyQuery),
     AuditList(AuditList),
     EmergencyStatus(NoFields),
     EmergencyStop(EmergencyStop),

@@ -26,7 +26,11 @@ pub struct Follow {
 /// One exec, already allowed by the policy.
 pub struct ExecTask {
     pub engine: Engine,
+    /// The container's name, as the job's data and log show it.
     pub container: String,
+    /// What the exec is created in: the id the policy check resolved the name to
+    /// (so a rename in between cannot redirect it), or the name itself.
+    pub target: String,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub follow: Option<Follow>,
@@ -104,7 +108,7 @@ impl Task for ExecTask {
 
 /// Runs the exec, streaming its output; `None` when cancelled.
 async fn run_exec(task: &ExecTask, ctx: &TaskContext) -> Result<Option<i64>, DockerError> {
-    exec_streaming(&task.engine, &task.container, &task.argv, &task.env, ctx).await
+    exec_streaming(&task.engine, &task.target, &task.argv, &task.env, ctx).await
 }
 
 /// Runs one exec (already allowed) with its output in `ctx`'s job log; the exit

@@ -3,6 +3,7 @@
 
 pub mod borgmatic;
 pub mod borgmatic_log;
+pub mod deny;
 pub mod docker_exec;
 pub mod policy;
 pub mod process;

@@ -99,11 +99,9 @@ impl Service {
         engine: JobEngine,
         borgmatic_version: Version,
     ) -> Self {
-        let policy = match &settings.docker.exec_policy_file {
-            // Start-up already refused a file that does not load.
-            Some(f) => ExecPolicy::load(f).unwrap_or(ExecPolicy { allow: vec![] }),
-            None => ExecPolicy::aio_default(&settings.docker.mastercontainer()),
-        };
+        // Start-up already refused a policy file that does not load.
+        let policy = ExecPolicy::from_settings(&settings.docker)
+            .unwrap_or_else(|_| ExecPolicy::builtin(&settings.docker.mastercontainer()));
         let dedup = dedup::Dedup::new(DEDUP_WINDOW, settings.limits.dedup_cache_bytes);
         let request_limits = RequestLimits {
             max_bytes: settings.limits.max_request_bytes,
@@ -341,7 +339,7 @@ impl Service {
         }
         let resp = match Command::parse(name, envelope.fields) {
             Ok(cmd) if role < cmd.role() => fail(forbidden(name, cmd.role(), role)),
-            Ok(cmd) => self.execute(cmd, rid.clone(), request_secrets).await,
+            Ok(cmd) => self.execute(cmd, rid.clone(), request_secrets, role).await,
             Err(e) => fail(e),
         };
         if let Some(t) = ticket {
@@ -368,8 +366,9 @@ impl Service {
         cmd: Command,
         rid: Option<RequestId>,
         secrets: RequestSecrets,
+        role: Role,
     ) -> Response {
-        match self.try_execute(cmd, rid.clone(), secrets).await {
+        match self.try_execute(cmd, rid.clone(), secrets, role).await {
             Ok(resp) => resp,
             Err(e) => Response::error(rid, e),
         }
@@ -380,6 +379,7 @@ impl Service {
         cmd: Command,
         rid: Option<RequestId>,
         secrets: RequestSecrets,
+        role: Role,
     ) -> Result<Response, ApiError> {
         let ssh_key_test_secret = matches!(cmd, Command::SshKeyTest(_)) && secrets.borg.is_none();
         if !secrets.is_empty() && cmd.repository().is_none() && !ssh_key_test_secret {
@@ -523,7 +523,7 @@ impl Service {
             | Command::AioHealthcheck(_)
             | Command::AioStart(_)
             | Command::AioStop(_)
-            | Command::SecurityExecPolicy(_) => return self.execute_docker(cmd, rid).await,
+            | Command::SecurityExecPolicy(_) => return self.execute_docker(cmd, rid, role).await,
             Command::EmergencyStatus(_)
             | Command::EmergencyStop(_)
             | Command::SshKeyList(_)

@@ -214,13 +214,10 @@ impl Service {
             }
             let master = self.settings.docker.mastercontainer();
             let argv = vec!["/daily-backup.sh".to_string()];
-            let env: std::collections::BTreeMap<String, String> = [
-                ("DAILY_BACKUP".to_string(), "0".to_string()),
-                ("START_CONTAINERS".to_string(), "1".to_string()),
-            ]
-            .into();
+            // AIO's start, every flag set (an unset one is inherited).
+            let env = super::aio_cmds::aio_env(false, false, false, true, false);
             self.policy
-                .check(&master, &argv, &env)
+                .decide(&master, &argv, &env)
                 .map_err(|e| ApiError::new(ErrorCode::Forbidden, e.to_string()))?;
             Some(emergency::AioStart {
                 engine: self.docker.clone(),

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, UnixStream};
 use tokio::task::JoinHandle;
 
 /// The image every Docker test uses; the tag changes when its content does.
-pub const IMAGE: &str = "bmqtt-test-aio:3";
+pub const IMAGE: &str = "bmqtt-test-aio:4";
 
 const DAILY_BACKUP: &str = r#"#!/bin/sh
 echo "daily-backup: DAILY_BACKUP=${DAILY_BACKUP:-} CHECK_BACKUP=${CHECK_BACKUP:-} STOP_CONTAINERS=${STOP_CONTAINERS:-} START_CONTAINERS=${START_CONTAINERS:-} AUTOMATIC_UPDATES=${AUTOMATIC_UPDATES:-}"
@@ -88,8 +88,11 @@ pub fn image() -> &'static str {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        // The deny-list tests need the wrappers and interpreters busybox has, so
+        // that a refusal is the only reason they leave no evidence.
         for applet in [
-            "sh", "echo", "sleep", "cat", "ls", "env", "test", "touch", "true",
+            "sh", "echo", "sleep", "cat", "ls", "env", "test", "touch", "true", "awk", "find",
+            "sed", "setsid", "tar", "timeout", "xargs",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
@@ -202,6 +205,44 @@ impl Aio {
         docker(&["exec", &self.master(), "test", "-e", path])
             .status
             .success()
+    }
+
+    /// A running container outside AIO (its name lacks the AIO prefix), for exec
+    /// rules that are not about AIO.
+    pub fn start_plain(&mut self) -> String {
+        let name = self.prefix.replace("nextcloud-aio-", "plain");
+        ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &name,
+            IMAGE,
+            "sleep",
+            "3600",
+        ]);
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// Whether a file exists inside a container.
+    pub fn has(container: &str, path: &str) -> bool {
+        docker(&["exec", container, "test", "-e", path])
+            .status
+            .success()
+    }
+
+    /// Runs a command in a container directly (test set-up, not the worker).
+    pub fn exec(container: &str, argv: &[&str]) {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(argv);
+        ok(&args);
+    }
+
+    /// The container's id.
+    pub fn id(container: &str) -> String {
+        ok(&["inspect", "--format", "{{.Id}}", container])
     }
 
     /// Worker settings that point it at this AIO.
