@@ -286,7 +286,7 @@ impl Service {
         let known_hosts = self.settings.ssh.key_dir.join("known_hosts");
         let mut args: Vec<std::ffi::OsString> = vec![
             "-i".into(),
-            key.into(),
+            key.clone().into(),
             "-p".into(),
             endpoint.port.to_string().into(),
             "-o".into(),
@@ -312,7 +312,7 @@ impl Service {
                     "-o".into(),
                     "NumberOfPasswordPrompts=1".into(),
                 ]);
-                env.extend(crate::exec::borgmatic::askpass_env(p));
+                env.extend(crate::askpass::env(p, std::slice::from_ref(&key)));
             }
             _ => args.extend(["-o".into(), "BatchMode=yes".into()]),
         }
