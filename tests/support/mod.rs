@@ -485,6 +485,12 @@ impl Worker {
             env.retain(|(k2, _)| k2 != k);
             env.push((k.to_string(), v.to_string()));
         }
+        Worker::start_env(broker, env).await
+    }
+
+    /// Starts the worker with exactly `env` (plus its own base topic and state dir),
+    /// e.g. [`Worker::env`] with some settings removed.
+    pub async fn start_env(broker: &Broker, mut env: Vec<(String, String)>) -> Worker {
         let base = format!("test/{}", uuid_like());
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
