@@ -224,9 +224,12 @@ impl Service {
             transport: req.transport.as_str().into(),
             role: seen.role.map(|r| r.as_str().to_string()),
             client: req.client.map(str::to_string),
-            command: crate::command::shorten(req.command)
-                .trim_matches('"')
-                .to_string(),
+            command: match CommandName::parse(req.command) {
+                Some(name) => name.as_str().to_string(),
+                None => crate::command::shorten(req.command)
+                    .trim_matches('"')
+                    .to_string(),
+            },
             repository: seen.repository.map(|r| crate::redact::scrub(&r)),
             outcome: outcome.into(),
             job_id: resp.job_id.map(|j| j.to_string()),
