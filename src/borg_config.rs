@@ -57,7 +57,7 @@ impl Location {
                 let user = user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
                 format!("ssh://{user}{host}:{port}{path}")
             }
-            Location::Other(s) => redact_url(s),
+            Location::Other(s) => reduce_url(s),
         }
     }
 }
@@ -124,9 +124,13 @@ impl BorgmaticConfig {
         self.doc.get(key).and_then(Value::as_str)
     }
 
-    /// The whole configuration with every secret masked.
+    /// The configuration as `config/show` shows it: only options known to be
+    /// harmless, every other value masked (see [`TOP`]).
     pub fn redacted(&self) -> Value {
-        redact_value(None, &self.doc)
+        match &self.doc {
+            Value::Object(m) => table(TOP, m),
+            other => mask_unknown(other),
+        }
     }
 }
 
@@ -190,143 +194,375 @@ fn split_host_port(hostport: &str) -> (String, u16) {
     }
 }
 
-/// Keys whose values are always secret, whatever their content.
-const SECRET_KEY_PARTS: &[&str] = &["pass", "secret", "token", "key", "credential", "auth"];
-/// Keys holding URLs that carry a secret in their path or query (ping/push URLs).
-const SECRET_URL_KEYS: &[&str] = &[
-    "ping_url",
-    "push_url",
-    "url",
-    "urls",
-    "server",
-    "integration_key",
-];
-/// Hooks whose `ping_url`/`url` values embed the secret itself.
-const TOKEN_URL_HOOKS: &[&str] = &[
-    "healthchecks",
-    "cronitor",
-    "cronhub",
-    "uptime_kuma",
-    "apprise",
-    "loki",
-    "sentry",
-    "ntfy",
-    "pagerduty",
-    "pushover",
-    "zabbix",
-];
-
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    // `keep_*` and `*_keys` options such as `keep_daily` or `exclude_if_present` are
-    // not secrets; `key` as a word part is.
-    if k.starts_with("keep_") {
-        return false;
-    }
-    SECRET_KEY_PARTS.iter().any(|p| k.contains(p)) || k == "user" // pushover's user key
+/// How `config/show` treats one key's value. The default, for every key not named
+/// below (unknown keys included), is to mask it: a configuration is full of tokens
+/// in unexpected places (apprise URLs, hook commands, `sshpass -p`, constants), so
+/// only what is known to be harmless is shown.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// Harmless: shown as it is (scalars and lists of scalars; anything nested is
+    /// masked).
+    Show,
+    /// A repository: local paths shown, remote ones reduced to scheme and host.
+    Repo,
+    /// A service URL: scheme and host of a network URL, nothing of anything else.
+    Url,
+    /// A table whose listed keys follow their rule; every other key is masked.
+    Table(&'static [(&'static str, Rule)]),
+    /// A list of such tables.
+    Tables(&'static [(&'static str, Rule)]),
 }
 
-fn redact_value(parent: Option<&str>, v: &Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let in_token_hook = parent.is_some_and(|p| TOKEN_URL_HOOKS.contains(&p));
-            let mut out = Map::new();
-            for (k, val) in m {
-                let masked = if is_secret_key(k) && !val.is_object() && !val.is_array() {
-                    Value::String(MASK.into())
-                } else if in_token_hook
-                    && (SECRET_URL_KEYS.contains(&k.as_str())
-                        || k.ends_with("_url")
-                        || val.as_str().is_some_and(|s| s.contains("://")))
-                {
-                    mask_all_strings(val)
-                } else if k == "ssh_command" {
-                    val.as_str()
-                        .map(|s| Value::String(redact_ssh_command(s)))
-                        .unwrap_or_else(|| val.clone())
-                } else if k == "path" || k == "repositories" || k.ends_with("_url") || k == "url" {
-                    redact_urls(&redact_value(Some(k), val))
-                } else {
-                    redact_value(Some(k), val)
-                };
-                out.insert(k.clone(), masked);
-            }
-            Value::Object(out)
-        }
-        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(parent, x)).collect()),
-        Value::String(s) if parent.is_some_and(|p| TOKEN_URL_HOOKS.contains(&p)) => {
-            Value::String(redact_url(s))
-        }
-        other => other.clone(),
-    }
+use Rule::{Repo, Show, Table, Tables, Url};
+
+/// borgmatic 2.1's options that are harmless to show, from its `schema.yaml`.
+/// Commands (`commands`, `before_*`, `after_*`, `on_error`, `*_command`), secrets,
+/// key locations, constants, credentials hooks and `extra_borg_options` are not
+/// here, so they are masked.
+const TOP: &[(&str, Rule)] = &[
+    ("source_directories", Show),
+    ("source_directories_must_exist", Show),
+    ("repositories", Tables(REPOSITORY)),
+    ("working_directory", Show),
+    ("one_file_system", Show),
+    ("numeric_ids", Show),
+    ("atime", Show),
+    ("ctime", Show),
+    ("birthtime", Show),
+    ("read_special", Show),
+    ("flags", Show),
+    ("files_changed", Show),
+    ("files_cache", Show),
+    ("local_path", Show),
+    ("remote_path", Show),
+    ("patterns", Show),
+    ("patterns_from", Show),
+    ("exclude_patterns", Show),
+    ("exclude_from", Show),
+    ("exclude_caches", Show),
+    ("exclude_if_present", Show),
+    ("keep_exclude_tags", Show),
+    ("exclude_nodump", Show),
+    ("borgmatic_source_directory", Show),
+    ("user_runtime_directory", Show),
+    ("user_state_directory", Show),
+    ("checkpoint_interval", Show),
+    ("checkpoint_volume", Show),
+    ("chunker_params", Show),
+    ("compression", Show),
+    ("recompress", Show),
+    ("upload_rate_limit", Show),
+    ("upload_buffer_size", Show),
+    ("retries", Show),
+    ("retry_wait", Show),
+    ("temporary_directory", Show),
+    ("borg_base_directory", Show),
+    ("borg_config_directory", Show),
+    ("borg_cache_directory", Show),
+    ("borg_security_directory", Show),
+    ("use_chunks_archive", Show),
+    ("borg_files_cache_ttl", Show),
+    (
+        "borg_exit_codes",
+        Tables(&[("code", Show), ("treat_as", Show)]),
+    ),
+    ("umask", Show),
+    ("lock_wait", Show),
+    ("archive_name_format", Show),
+    ("match_archives", Show),
+    ("archive_hostname", Show),
+    ("archive_username", Show),
+    ("file_list_format", Show),
+    ("archive_list_format", Show),
+    ("relocated_repo_access_is_ok", Show),
+    ("unknown_unencrypted_repo_access_is_ok", Show),
+    ("debug_passphrase", Show),
+    ("display_passphrase", Show),
+    ("check_i_know_what_i_am_doing", Show),
+    ("msgpack_version_check", Show),
+    ("unsafe_skip_path_validation_before_create", Show),
+    ("keep_within", Show),
+    ("keep_secondly", Show),
+    ("keep_minutely", Show),
+    ("keep_hourly", Show),
+    ("keep_daily", Show),
+    ("keep_weekly", Show),
+    ("keep_monthly", Show),
+    ("keep_yearly", Show),
+    ("keep_13weekly", Show),
+    ("keep_3monthly", Show),
+    ("prefix", Show),
+    ("compact_threshold", Show),
+    ("checks", Tables(CHECK)),
+    ("check_repositories", Repo),
+    ("check_last", Show),
+    ("color", Show),
+    ("verbosity", Show),
+    ("syslog_verbosity", Show),
+    ("log_file_verbosity", Show),
+    ("log_file", Show),
+    ("log_file_format", Show),
+    ("monitoring_verbosity", Show),
+    ("log_json", Show),
+    ("progress", Show),
+    ("statistics", Show),
+    ("quick_statistics", Show),
+    ("list_details", Show),
+    ("default_actions", Show),
+    ("skip_actions", Show),
+    ("bootstrap", Table(&[("store_config_files", Show)])),
+    ("postgresql_databases", Tables(DATABASE)),
+    ("mariadb_databases", Tables(DATABASE)),
+    ("mysql_databases", Tables(DATABASE)),
+    ("mongodb_databases", Tables(DATABASE)),
+    ("influxdb_databases", Tables(DATABASE)),
+    ("sqlite_databases", Tables(DATABASE)),
+    ("openldap_databases", Tables(DATABASE)),
+    ("ntfy", Table(&[("server", Url), ("states", Show)])),
+    ("pushover", Table(&[("states", Show)])),
+    ("zabbix", Table(&[("server", Url), ("states", Show)])),
+    (
+        "apprise",
+        Table(&[
+            ("services", Tables(&[("url", Url), ("label", Show)])),
+            ("send_logs", Show),
+            ("logs_size_limit", Show),
+            ("states", Show),
+        ]),
+    ),
+    ("healthchecks", Table(PING)),
+    ("watchgoose", Table(PING)),
+    (
+        "uptime_kuma",
+        Table(&[("push_url", Url), ("states", Show), ("verify_tls", Show)]),
+    ),
+    ("cronitor", Table(&[("ping_url", Url)])),
+    ("pagerduty", Table(&[("send_logs", Show)])),
+    (
+        "loki",
+        Table(&[("url", Url), ("tls", Show), ("send_logs", Show)]),
+    ),
+    (
+        "sentry",
+        Table(&[
+            ("data_source_name_url", Url),
+            ("monitor_slug", Show),
+            ("environment", Show),
+            ("states", Show),
+        ]),
+    ),
+];
+
+const REPOSITORY: &[(&str, Rule)] = &[
+    ("path", Repo),
+    ("label", Show),
+    ("encryption", Show),
+    ("append_only", Show),
+    ("storage_quota", Show),
+    ("make_parent_directories", Show),
+];
+
+const CHECK: &[(&str, Rule)] = &[
+    ("name", Show),
+    ("frequency", Show),
+    ("only_run_on", Show),
+    ("max_duration", Show),
+    ("count_tolerance_percentage", Show),
+    ("data_sample_percentage", Show),
+    ("data_tolerance_percentage", Show),
+];
+
+const DATABASE: &[(&str, Rule)] = &[
+    ("name", Show),
+    ("label", Show),
+    ("hostname", Show),
+    ("restore_hostname", Show),
+    ("port", Show),
+    ("restore_port", Show),
+    ("container", Show),
+    ("restore_container", Show),
+    ("format", Show),
+    ("compression", Show),
+    ("tls", Show),
+    ("restore_tls", Show),
+    ("no_owner", Show),
+    ("add_drop_database", Show),
+    ("events", Show),
+    ("routines", Show),
+    ("tablespaces", Show),
+    ("skip_names", Show),
+    ("ssl_mode", Show),
+    ("path", Show),
+    ("restore_path", Show),
+];
+
+const PING: &[(&str, Rule)] = &[
+    ("ping_url", Url),
+    ("verify_tls", Show),
+    ("send_logs", Show),
+    ("ping_body_limit", Show),
+    ("states", Show),
+    ("create_slug", Show),
+];
+
+/// URL schemes whose host part is a host (an apprise `tgram://<bot token>/…` puts a
+/// token where the host would be, so other schemes show nothing but the scheme).
+const NETWORK_SCHEMES: &[&str] = &[
+    "http", "https", "ssh", "sftp", "ftp", "ftps", "rest", "s3", "b2", "file",
+];
+
+fn masked() -> Value {
+    Value::String(MASK.into())
 }
 
-fn mask_all_strings(v: &Value) -> Value {
-    match v {
-        Value::String(_) => Value::String(MASK.into()),
-        Value::Array(a) => Value::Array(a.iter().map(mask_all_strings).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), mask_all_strings(v)))
+fn apply(rule: Rule, v: &Value) -> Value {
+    match (rule, v) {
+        (Show, Value::Array(a)) => Value::Array(a.iter().map(show_scalar).collect()),
+        (Show, v) => show_scalar(v),
+        (Repo, Value::String(s)) => Value::String(redact_repository(s)),
+        (Url, Value::String(s)) => Value::String(reduce_url(s)),
+        (Repo | Url, Value::Array(a)) => Value::Array(a.iter().map(|x| apply(rule, x)).collect()),
+        (Table(fields), Value::Object(m)) => table(fields, m),
+        (Tables(fields), Value::Array(a)) => Value::Array(
+            a.iter()
+                .map(|x| match x {
+                    Value::Object(m) => table(fields, m),
+                    // The old list-of-strings form of `repositories`.
+                    Value::String(_) => apply(Repo, x),
+                    other => mask_unknown(other),
+                })
                 .collect(),
         ),
-        other => other.clone(),
+        (_, other) => mask_unknown(other),
     }
 }
 
-fn redact_urls(v: &Value) -> Value {
+fn table(fields: &[(&str, Rule)], m: &Map<String, Value>) -> Value {
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| {
+                let shown = match fields.iter().find(|(name, _)| name == k) {
+                    Some((_, rule)) => apply(*rule, v),
+                    None => mask_unknown(v),
+                };
+                (k.clone(), shown)
+            })
+            .collect(),
+    )
+}
+
+fn show_scalar(v: &Value) -> Value {
     match v {
-        Value::String(s) => Value::String(redact_url(s)),
-        Value::Array(a) => Value::Array(a.iter().map(redact_urls).collect()),
-        Value::Object(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), redact_urls(v))).collect())
-        }
+        Value::Array(_) | Value::Object(_) => masked(),
         other => other.clone(),
     }
 }
 
-/// `scheme://user:password@host/…` → `scheme://user:[redacted]@host/…`.
-fn redact_url(s: &str) -> String {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return s.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:{MASK}@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
+/// A value of a key not known to be harmless: masked, unless it cannot hold a
+/// secret at all (`null`, `true`/`false`: e.g. `zfs:` enabling a hook).
+fn mask_unknown(v: &Value) -> Value {
+    match v {
+        Value::Null | Value::Bool(_) => v.clone(),
+        _ => masked(),
+    }
+}
+
+/// A repository as `config/show` shows it: a local path as it is, anything remote
+/// as scheme and host (`user@host:path` as `ssh://host`).
+fn redact_repository(s: &str) -> String {
+    match parse_location(s) {
+        Location::Local(p) => p.display().to_string(),
+        Location::Ssh { host, port: 22, .. } => format!("ssh://{host}"),
+        Location::Ssh { host, port, .. } => format!("ssh://{host}:{port}"),
+        Location::Other(s) => reduce_url(&s),
+    }
+}
+
+/// `scheme://host[:port]` of a network URL; `scheme://[redacted]` of any other URL;
+/// `[redacted]` of anything that is not a URL (a bare healthchecks UUID, say).
+fn reduce_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(u) if NETWORK_SCHEMES.contains(&u.scheme()) && u.host_str().is_some() => {
+            let host = u.host_str().unwrap_or_default();
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}", u.scheme()),
+                None => format!("{}://{host}", u.scheme()),
             }
         }
-        None => s.to_string(),
+        Ok(u) if u.scheme() == "file" => "file://".to_string(),
+        Ok(u) => format!("{}://{MASK}", u.scheme()),
+        Err(_) => match s.split_once("://") {
+            Some((scheme, _))
+                if !scheme.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) =>
+            {
+                format!("{scheme}://{MASK}")
+            }
+            _ => MASK.into(),
+        },
     }
 }
 
-/// Masks the key file of `ssh -i <file>` (and `-oIdentityFile=`), keeping the rest.
-fn redact_ssh_command(cmd: &str) -> String {
-    let mut out = Vec::new();
-    let mut mask_next = false;
-    for word in cmd.split_whitespace() {
-        if mask_next {
-            out.push(MASK.to_string());
-            mask_next = false;
-        } else if word == "-i" {
-            out.push(word.to_string());
-            mask_next = true;
-        } else if let Some(rest) = word.strip_prefix("-i") {
-            let _ = rest;
-            out.push(format!("-i{MASK}"));
-        } else if word.to_ascii_lowercase().contains("identityfile") {
-            let (k, _) = word.split_once('=').unwrap_or((word, ""));
-            out.push(format!("{k}={MASK}"));
-        } else {
-            out.push(word.to_string());
-        }
+/// The key files ssh may ask the passphrase of for a borgmatic run with `config`:
+/// those named by its `ssh_command` (`-i <file>`, `-o IdentityFile=<file>`), else
+/// ssh's default identities in `~/.ssh`. The askpass helper answers only their
+/// prompts.
+pub fn ssh_identity_files(config: &Path) -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let expand = |p: &str| match (p.strip_prefix("~/"), &home) {
+        (Some(rest), Some(h)) => h.join(rest),
+        _ => PathBuf::from(p),
+    };
+    let named: Vec<PathBuf> = BorgmaticConfig::load(config)
+        .ok()
+        .and_then(|c| c.get_str("ssh_command").map(str::to_string))
+        .and_then(|cmd| shlex::split(&cmd))
+        .map(|words| identity_options(&words).iter().map(|p| expand(p)).collect())
+        .unwrap_or_default();
+    if !named.is_empty() {
+        return named;
     }
-    out.join(" ")
+    let Some(home) = home else { return vec![] };
+    [
+        "id_rsa",
+        "id_ecdsa",
+        "id_ecdsa_sk",
+        "id_ed25519",
+        "id_ed25519_sk",
+        "id_xmss",
+        "id_dsa",
+    ]
+    .iter()
+    .map(|n| home.join(".ssh").join(n))
+    .collect()
+}
+
+/// The values of `-i <f>`, `-i<f>`, `-o IdentityFile=<f>` and `-oIdentityFile <f>`.
+fn identity_options(words: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = words.iter().peekable();
+    while let Some(w) = it.next() {
+        let option = if w == "-i" {
+            it.next().cloned()
+        } else if let Some(f) = w.strip_prefix("-i") {
+            Some(f.to_string())
+        } else if w == "-o" {
+            it.next().and_then(|o| identity_file_option(o))
+        } else {
+            w.strip_prefix("-o").and_then(identity_file_option)
+        };
+        out.extend(option);
+    }
+    out
+}
+
+fn identity_file_option(o: &str) -> Option<String> {
+    let (k, v) = o.split_once(['=', ' '])?;
+    k.trim()
+        .eq_ignore_ascii_case("identityfile")
+        .then(|| v.trim().to_string())
 }
 
 #[cfg(test)]
@@ -363,81 +599,170 @@ mod tests {
         ));
     }
 
-    /// A configuration holding a secret in every place the issue lists.
+    /// A configuration holding a secret in every kind of place: secret keys, URLs'
+    /// userinfo, paths and queries, apprise URLs whose "host" is a token, hook
+    /// commands, `sshpass -p`, constants, options strings, unknown keys.
     const SECRETFUL: &str = r#"
+constants:
+  pw: S1-constant
+  pin: 4711471147
 source_directories: [/srv]
 repositories:
-  - path: ssh://borg:S1-url-password@backup.example.com:2222/./repo
+  - path: ssh://borg:S2-url-password@backup.example.com:2222/./S3-repo-path
     label: remote
   - path: /srv/local-repo
-encryption_passphrase: S2-encryption-passphrase
-encryption_passcommand: cat /run/S3-passcommand-file
-ssh_command: ssh -i /root/.ssh/S4-key-file -p 2222
-borg_keys_directory: /keys/S5-keys-dir
+    label: local
+  - path: S4-user@scp-host.example.com:S5-scp-path
+  - path: https://S6-user:S7-rest-pass@rest.example.com/S8-rest-path?token=S9-query
+    key_location: /keys/S10-key-location
+  - sftp://S11-plain-string-repo@sftp.example.com/S12-path
+encryption_passphrase: S13-encryption-passphrase
+encryption_passcommand: cat /run/S14-passcommand-file
+ssh_command: sshpass -p S15-sshpass-password ssh -i /root/.ssh/S16-key-file -p 2222
+borg_keys_directory: /keys/S17-keys-dir
+borg_key_file: /keys/S18-key-file
 keep_daily: 7
+keep_within: 3d
+compression: zstd,3
+archive_name_format: '{hostname}-{now}'
+exclude_patterns: ['*.tmp']
+checks:
+  - name: repository
+    frequency: 2 weeks
+  - name: spot
+    xxh64sum_command: xxh64sum --key S19-check-command
+extra_borg_options:
+  create: --remote-ratelimit 5 --S20-extra-option
+before_backup:
+  - curl -fsS https://hc-ping.com/S21-healthchecks-uuid-in-hook/start
+after_backup: [echo S22-after-hook]
+on_error: [echo S23-on-error]
+commands:
+  - before: action
+    when: [create]
+    run: [curl https://x.example/S24-commands-run]
 postgresql_databases:
   - name: nextcloud
-    username: nc
-    password: S6-db-password
-    restore_password: S7-restore-password
+    username: S25-db-user
+    password: S26-db-password
+    restore_password: S27-restore-password
+    options: --password=S28-db-options
+    pg_dump_command: PGPASSWORD=S29-dump-command pg_dump
 mariadb_databases:
   - name: x
-    password: S8-mariadb-password
+    password: S30-mariadb-password
 ntfy:
-  topic: backups
-  server: https://ntfy.sh
+  topic: S31-ntfy-topic
+  server: https://S32-ntfy-user:S33-ntfy-pass@ntfy.sh/S34-ntfy-path
   username: u
-  password: S9-ntfy-password
-  access_token: S10-ntfy-token
+  password: S35-ntfy-password
+  access_token: S36-ntfy-token
+  start:
+    message: S37-ntfy-message
 pagerduty:
-  integration_key: S11-pagerduty-key
+  integration_key: S38-pagerduty-key
 pushover:
-  token: S12-pushover-token
-  user: S13-pushover-user
+  token: S39-pushover-token
+  user: S40-pushover-user
 zabbix:
-  server: http://zabbix/api
-  password: S14-zabbix-password
-  api_key: S15-zabbix-api-key
+  server: http://zabbix.example.com/api/S41-zabbix-path
+  password: S42-zabbix-password
+  api_key: S43-zabbix-api-key
+  itemid: 55
 healthchecks:
-  ping_url: https://hc-ping.com/S16-healthchecks-uuid
+  ping_url: S44-bare-healthchecks-uuid
 cronitor:
-  ping_url: https://cronitor.link/S17-cronitor-key/abc
+  ping_url: https://cronitor.link/S45-cronitor-key/abc
 uptime_kuma:
-  push_url: https://kuma.example.com/api/push/S18-kuma-token
+  push_url: https://kuma.example.com/api/push/S46-kuma-token?status=up
 apprise:
-  urls:
-    - url: gotify://hostname/S19-apprise-token
-      label: gotify
+  services:
+    - url: slack://S47-slack-a/S48-slack-b/S49-slack-c
+      label: slack
+    - url: tgram://S50-telegram-bot-token/S51-chat
+      label: telegram
 loki:
-  url: http://user:S20-loki-password@loki:3100/loki/api/v1/push
+  url: http://user:S52-loki-password@loki.example.com:3100/loki/api/v1/push
   labels:
-    app: borgmatic
+    app: S53-loki-label
 sentry:
-  data_source_name_url: https://S21-sentry-key@o1.ingest.sentry.io/1
+  data_source_name_url: https://S54-sentry-key@o1.ingest.sentry.io/S55-project
   monitor_slug: x
-some_api_secret: S22-generic-secret
-my_token: S23-generic-token
+keepassxc:
+  key_file: /S56-keepass-key
+zfs:
+  zfs_command: S57-zfs-command
+some_api_secret: S58-generic-secret
+my_token: S59-generic-token
+unknown_future_option:
+  nested: [S60-unknown-nested]
 "#;
 
     #[test]
-    fn redaction_leaves_no_secret() {
+    fn redaction_shows_only_what_is_harmless() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, SECRETFUL).unwrap();
         let c = BorgmaticConfig::load(&p).unwrap();
-        let shown = c.redacted().to_string();
-        for i in 1..=23 {
+        let shown = c.redacted();
+        let text = shown.to_string();
+        for i in 1..=60 {
             assert!(
-                !shown.contains(&format!("S{i}-")),
-                "secret S{i} survived: {shown}"
+                !text.contains(&format!("S{i}-")),
+                "secret S{i} survived: {text}"
             );
         }
-        // What is not secret stays readable.
-        assert!(shown.contains("backup.example.com"));
-        assert!(shown.contains("\"keep_daily\":7"));
-        assert!(shown.contains("/srv/local-repo"));
-        assert!(shown.contains("ssh -i [redacted] -p 2222"));
-        assert_eq!(c.repositories().len(), 2);
+        assert!(!text.contains("4711471147"), "{text}");
+        // What is harmless stays readable.
+        assert_eq!(shown["keep_daily"], 7);
+        assert_eq!(shown["keep_within"], "3d");
+        assert_eq!(shown["compression"], "zstd,3");
+        assert_eq!(shown["exclude_patterns"][0], "*.tmp");
+        assert_eq!(shown["checks"][0]["name"], "repository");
+        assert_eq!(shown["checks"][0]["frequency"], "2 weeks");
+        assert_eq!(shown["checks"][1]["xxh64sum_command"], MASK);
+        let repos = &shown["repositories"];
+        assert_eq!(repos[0]["path"], "ssh://backup.example.com:2222");
+        assert_eq!(repos[0]["label"], "remote");
+        assert_eq!(repos[1]["path"], "/srv/local-repo");
+        assert_eq!(repos[2]["path"], "ssh://scp-host.example.com");
+        assert_eq!(repos[3]["path"], "https://rest.example.com");
+        assert_eq!(repos[4], "sftp://sftp.example.com");
+        assert_eq!(shown["ssh_command"], MASK);
+        assert_eq!(shown["before_backup"], MASK);
+        assert_eq!(shown["commands"], MASK);
+        assert_eq!(shown["postgresql_databases"][0]["name"], "nextcloud");
+        assert_eq!(shown["ntfy"]["server"], "https://ntfy.sh");
+        assert_eq!(shown["zabbix"]["server"], "http://zabbix.example.com");
+        assert_eq!(shown["healthchecks"]["ping_url"], MASK);
+        assert_eq!(shown["uptime_kuma"]["push_url"], "https://kuma.example.com");
+        assert_eq!(shown["apprise"]["services"][0]["url"], "slack://[redacted]");
+        assert_eq!(shown["apprise"]["services"][1]["label"], "telegram");
+        assert_eq!(shown["loki"]["url"], "http://loki.example.com:3100");
+        assert_eq!(
+            shown["sentry"]["data_source_name_url"],
+            "https://o1.ingest.sentry.io"
+        );
+        assert_eq!(shown["unknown_future_option"], MASK);
+        assert_eq!(c.repositories().len(), 5);
         assert_eq!(c.repositories()[0].label.as_deref(), Some("remote"));
+    }
+
+    #[test]
+    fn identity_files_come_from_ssh_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "ssh_command: ssh -i /k/one -o 'IdentityFile=/k/two' -oIdentityFile=/k/three -p 22\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ssh_identity_files(&p),
+            [PathBuf::from("/k/one"), "/k/two".into(), "/k/three".into()]
+        );
+        std::fs::write(&p, "keep_daily: 1\n").unwrap();
+        let defaults = ssh_identity_files(&p);
+        assert!(defaults.iter().any(|k| k.ends_with(".ssh/id_ed25519")));
     }
 }

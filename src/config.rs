@@ -450,7 +450,15 @@ impl Settings {
                 }
             }
         }
-        figment = figment.merge(Env::prefixed("BMQTT_").split("__"));
+        // Secret values are taken verbatim: figment would parse `0012` as the number 12
+        // (or refuse it as a number), silently changing or rejecting a password.
+        let env = Env::prefixed("BMQTT_").split("__");
+        figment = figment.merge(env.clone().filter(|k| !is_secret_key(k.as_str())));
+        for (key, value) in env.iter() {
+            if is_secret_key(key.as_str()) {
+                figment = figment.merge((key.as_str().to_string(), value));
+            }
+        }
         Self::from_figment(figment)
     }
 
@@ -458,17 +466,7 @@ impl Settings {
     pub fn from_figment(figment: Figment) -> Result<Settings, Vec<Problem>> {
         let mut settings: Settings = figment.extract().map_err(|e| {
             e.into_iter()
-                .map(|err| {
-                    let key = err.path.join(".");
-                    problem(
-                        if key.is_empty() {
-                            "configuration".into()
-                        } else {
-                            key
-                        },
-                        err.kind.to_string(),
-                    )
-                })
+                .map(|err| config_error(&err))
                 .collect::<Vec<_>>()
         })?;
         settings.resolve_secret_files()?;
@@ -477,50 +475,60 @@ impl Settings {
 
     fn resolve_secret_files(&mut self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
-        resolve(
-            "mqtt.password",
-            &mut self.mqtt.password,
-            &self.mqtt.password_file,
-            &mut problems,
-        );
-        resolve(
-            "auth.read_token",
-            &mut self.auth.read_token,
-            &self.auth.read_token_file,
-            &mut problems,
-        );
-        resolve(
-            "auth.write_token",
-            &mut self.auth.write_token,
-            &self.auth.write_token_file,
-            &mut problems,
-        );
-        resolve(
-            "auth.admin_token",
-            &mut self.auth.admin_token,
-            &self.auth.admin_token_file,
-            &mut problems,
-        );
-        resolve(
-            "http.from_header",
-            &mut self.http.from_header,
-            &self.http.from_header_file,
-            &mut problems,
-        );
-        for (label, repo) in self.repositories.iter_mut() {
-            let key = format!("repositories.{label}.passphrase");
-            resolve(
-                &key,
-                &mut repo.passphrase,
-                &repo.passphrase_file,
-                &mut problems,
-            );
+        for slot in self.secret_slots() {
+            resolve(&slot.key, slot.value, slot.file, &mut problems);
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    /// Every secret setting with its `_file` form: the one list that `_file`
+    /// resolution, [`Settings::secret_values`] and the tests walk, so a new secret
+    /// cannot be forgotten by one of them.
+    fn secret_slots(&mut self) -> Vec<SecretSlot<'_>> {
+        let mut slots = vec![
+            SecretSlot::new(
+                "mqtt.password",
+                &mut self.mqtt.password,
+                &self.mqtt.password_file,
+            ),
+            SecretSlot::new(
+                "auth.read_token",
+                &mut self.auth.read_token,
+                &self.auth.read_token_file,
+            ),
+            SecretSlot::new(
+                "auth.write_token",
+                &mut self.auth.write_token,
+                &self.auth.write_token_file,
+            ),
+            SecretSlot::new(
+                "auth.admin_token",
+                &mut self.auth.admin_token,
+                &self.auth.admin_token_file,
+            ),
+            SecretSlot::new(
+                "http.from_header",
+                &mut self.http.from_header,
+                &self.http.from_header_file,
+            ),
+        ];
+        for (label, repo) in self.repositories.iter_mut() {
+            slots.push(SecretSlot::new(
+                format!("repositories.{label}.passphrase"),
+                &mut repo.passphrase,
+                &repo.passphrase_file,
+            ));
+            slots.push(SecretSlot::new(
+                format!("repositories.{label}.ssh_passphrase"),
+                &mut repo.ssh_passphrase,
+                &repo.ssh_passphrase_file,
+            ));
+        }
+        slots
     }
 
     /// Checks everything that can be checked without running anything.
@@ -713,28 +721,145 @@ impl Settings {
 
     /// Every configured secret value, so that output can be scrubbed of them.
     pub fn secret_values(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let all = [
-            &self.mqtt.password,
-            &self.auth.read_token,
-            &self.auth.write_token,
-            &self.auth.admin_token,
-            &self.http.from_header,
-        ];
-        for s in all.into_iter().flatten() {
-            out.push(s.expose().to_string());
-        }
-        for repo in self.repositories.values() {
-            for p in [&repo.passphrase, &repo.ssh_passphrase]
-                .into_iter()
-                .flatten()
-            {
-                out.push(p.expose().to_string());
-            }
-        }
+        let mut copy = self.clone();
+        let mut out: Vec<String> = copy
+            .secret_slots()
+            .into_iter()
+            .filter_map(|slot| slot.value.as_ref().map(|s| s.expose().to_string()))
+            .collect();
         out.retain(|s| !s.is_empty());
         out
     }
+}
+
+/// One secret setting: its key, its value and its `_file` form.
+struct SecretSlot<'a> {
+    key: String,
+    value: &'a mut Option<Secret>,
+    file: &'a Option<PathBuf>,
+}
+
+impl<'a> SecretSlot<'a> {
+    fn new(
+        key: impl Into<String>,
+        value: &'a mut Option<Secret>,
+        file: &'a Option<PathBuf>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            file,
+        }
+    }
+}
+
+/// The last part of every secret key (`mqtt.password`, `repositories.<label>.passphrase`, …).
+const SECRET_LEAVES: &[&str] = &[
+    "password",
+    "read_token",
+    "write_token",
+    "admin_token",
+    "from_header",
+    "passphrase",
+    "ssh_passphrase",
+];
+
+/// Whether a dotted key (any case) names a secret value (not its `_file`).
+fn is_secret_key(key: &str) -> bool {
+    let leaf = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    SECRET_LEAVES.contains(&leaf.as_str())
+}
+
+/// A figment error as a [`Problem`] that never quotes a configured value: figment's
+/// own text does (`found unsigned int `12345``), and for a password that is the
+/// secret itself. Only the key, the expected form and the kind of value found are
+/// said; TOML syntax errors lose their source excerpt for the same reason.
+fn config_error(err: &figment::Error) -> Problem {
+    use figment::error::Kind;
+    let key = err.path.join(".");
+    let message = match &err.kind {
+        Kind::InvalidType(actual, expected) => format!(
+            "has the wrong type: expected {expected}, found {} (the value is not shown){}",
+            actual_kind(actual),
+            if is_secret_key(&key) {
+                "; put a secret in quotes in TOML, or use the _file form"
+            } else {
+                ""
+            }
+        ),
+        Kind::InvalidValue(actual, expected) => format!(
+            "has an invalid {}: expected {expected} (the value is not shown)",
+            actual_kind(actual)
+        ),
+        Kind::InvalidLength(len, expected) => {
+            format!("has {len} elements, expected {expected}")
+        }
+        Kind::UnknownVariant(_, expected) => format!(
+            "is not one of {} (the value is not shown)",
+            expected.join(", ")
+        ),
+        Kind::UnknownField(field, expected) => format!(
+            "unknown key `{}`; known keys: {}",
+            crate::redact::quote_key(field),
+            expected.join(", ")
+        ),
+        Kind::MissingField(field) => format!("missing key `{field}`"),
+        Kind::DuplicateField(field) => format!("key `{field}` is given twice"),
+        Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => {
+            "is a number out of range (the value is not shown)".into()
+        }
+        Kind::Unsupported(actual) => {
+            format!("has an unsupported type: {}", actual_kind(actual))
+        }
+        Kind::UnsupportedKey(actual, expected) => format!(
+            "has a key of type {}, expected {expected}",
+            actual_kind(actual)
+        ),
+        Kind::Message(m) if is_secret_key(&key) => {
+            let _ = m;
+            "has the wrong form (the value is not shown)".into()
+        }
+        Kind::Message(m) => without_source_excerpt(m),
+    };
+    problem(
+        if key.is_empty() {
+            "configuration".into()
+        } else {
+            key
+        },
+        message,
+    )
+}
+
+/// What kind of value a figment error found, without the value.
+fn actual_kind(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "an empty value",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "a value of another type",
+    }
+}
+
+/// A parse error minus the lines that quote the source (`3 | password = …`).
+fn without_source_excerpt(message: &str) -> String {
+    message
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let t = t
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !t.starts_with('|') && !t.is_empty()
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn env_name(key: &str) -> String {
@@ -839,6 +964,81 @@ mod tests {
             .problems()
             .iter()
             .any(|p| p.key == "repositories.nc.ssh_passphrase"));
+    }
+
+    #[test]
+    fn config_errors_never_quote_a_value() {
+        for toml in [
+            "[mqtt]\npassword = 31337424242\n",
+            "[repositories.nc]\npassphrase = 31337424242\n",
+            "[repositories.nc]\nssh_passphrase = [31337424242]\n",
+            "[auth]\nread_token = { x = \"31337424242\" }\n",
+            "[mqtt]\nport = 31337424242\n",
+            "[log]\nformat = \"31337424242\"\n",
+            "[mqtt]\npassword = 31337424242abc\n",
+            "[mqtt]\npassword = \"31337424242\n",
+        ] {
+            let problems = with(toml).unwrap_err();
+            let text = format!("{problems:?}");
+            assert!(!problems.is_empty());
+            assert!(!text.contains("31337424242"), "{toml}: {text}");
+        }
+        let p = with("[mqtt]\npassword = 12345678\n").unwrap_err();
+        assert_eq!(p[0].key, "mqtt.password");
+        assert!(p[0].message.contains("expected a string"), "{p:?}");
+        assert!(p[0].message.contains("_file"), "{p:?}");
+    }
+
+    /// Every secret key, set through its `_file` form, takes effect, and is in
+    /// [`Settings::secret_values`] (so output is scrubbed of it).
+    #[test]
+    fn every_secret_has_a_working_file_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = [
+            ("mqtt", "password"),
+            ("auth", "read_token"),
+            ("auth", "write_token"),
+            ("auth", "admin_token"),
+            ("http", "from_header"),
+            ("repositories.nc", "passphrase"),
+            ("repositories.nc", "ssh_passphrase"),
+        ];
+        let mut toml = String::new();
+        for (table, key) in keys {
+            let f = dir.path().join(format!("{table}.{key}"));
+            std::fs::write(&f, format!("from-file-{table}-{key}\n")).unwrap();
+            toml.push_str(&format!("{table}.{key}_file = \"{}\"\n", f.display()));
+        }
+        let mut s = with(&toml).unwrap();
+        let values = s.secret_values();
+        let slots: Vec<(String, String)> = s
+            .secret_slots()
+            .into_iter()
+            .map(|slot| {
+                (
+                    slot.key.clone(),
+                    slot.value
+                        .as_ref()
+                        .map(|v| v.expose().to_string())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(slots.len(), keys.len());
+        for (table, key) in keys {
+            let want = format!("from-file-{table}-{key}");
+            let full = format!("{table}.{key}");
+            assert!(
+                slots.contains(&(full.clone(), want.clone())),
+                "{full} not read from its file: {slots:?}"
+            );
+            assert!(values.contains(&want));
+            assert!(is_secret_key(&full));
+        }
+        assert_eq!(
+            s.ssh_passphrase_for("nc").map(Secret::expose),
+            Some("from-file-repositories.nc-ssh_passphrase")
+        );
     }
 
     #[test]

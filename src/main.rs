@@ -27,10 +27,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Everything the worker writes (job store, audit trail, keys, run dirs) is for
+    // its own user only; borg's own default umask is the same.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // Started by ssh as SSH_ASKPASS: answer the prompt and nothing else.
     if borgmatic_mqtt::askpass::requested() {
-        let prompt = std::env::args().nth(1).unwrap_or_default();
-        return ExitCode::from(borgmatic_mqtt::askpass::run(&prompt) as u8);
+        use std::os::unix::ffi::OsStrExt;
+        let prompt = std::env::args_os().nth(1).unwrap_or_default();
+        return ExitCode::from(borgmatic_mqtt::askpass::run(prompt.as_bytes()) as u8);
     }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {

@@ -45,9 +45,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     let version = version.context("borgmatic version unknown")?;
     let settings = Arc::new(settings);
-    std::fs::create_dir_all(&settings.state_dir)
-        .with_context(|| format!("creating state_dir {}", settings.state_dir.display()))?;
+    secure_state_dir(&settings.state_dir)?;
     let store = Store::open(&settings.state_dir).context("opening the job store")?;
+    crate::redact::register(settings.secret_values());
     let redactor = Redactor::new(settings.secret_values());
     let engine = JobEngine::new(store, settings.jobs.clone(), redactor)
         .context("loading the job history")?;
@@ -112,6 +112,34 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), h).await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Creates `state_dir` as 0700 and tightens what is already there (an older version
+/// left the job store and audit trail world-readable): the directory 0700, every
+/// file directly in it 0600, every subdirectory 0700. Symlinks are left alone.
+fn secure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let ctx = || format!("securing state_dir {}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(ctx)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(ctx)?;
+    for entry in std::fs::read_dir(dir).with_context(ctx)? {
+        let entry = entry.with_context(ctx)?;
+        let kind = entry.file_type().with_context(ctx)?;
+        let mode = if kind.is_dir() {
+            0o700
+        } else if kind.is_file() {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+            .with_context(ctx)?;
+    }
     Ok(())
 }
 

@@ -142,3 +142,91 @@ async fn list_show_validate_and_check_aio() {
     let resp = c.request(&worker.base, "config/list", json!({})).await;
     assert_eq!(resp["error"]["code"], "unauthorized");
 }
+
+/// The places the issue found secrets in, and more: each value holds `PLANTED`.
+const SECRETFUL: &str = r#"source_directories: [/srv]
+repositories:
+  - path: ssh://borg:PLANTED-1@backup.example.com:2222/./PLANTED-2
+    label: remote
+encryption_passcommand: cat /run/PLANTED-3
+ssh_command: sshpass -p PLANTED-4 ssh -i /root/.ssh/PLANTED-5
+before_backup:
+  - curl -fsS -m 10 https://hc-ping.com/PLANTED-6/start
+commands:
+  - after: action
+    run: [curl https://hc-ping.com/PLANTED-7]
+apprise:
+  services:
+    - url: slack://PLANTED-8/PLANTED-9/PLANTED-10
+      label: slack
+    - url: tgram://PLANTED-11/PLANTED-12
+      label: telegram
+healthchecks:
+  ping_url: PLANTED-13
+constants:
+  secret: PLANTED-14
+some_future_option: PLANTED-15
+keep_daily: 7
+compression: lz4
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_show_masks_every_secret_over_mqtt_and_http() {
+    let broker = Broker::start();
+    let repos = Repos::new();
+    std::fs::write(repos.config_dir().join("secretful.yaml"), SECRETFUL).unwrap();
+    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("#")).await;
+
+    let over_mqtt = c
+        .request(
+            &worker.base,
+            "config/show",
+            json!({"token": READ_TOKEN, "repository": "secretful"}),
+        )
+        .await;
+    assert_eq!(over_mqtt["status"], "ok", "{over_mqtt}");
+    let over_http: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/cmd/config/show"))
+        .bearer_auth(READ_TOKEN)
+        .json(&json!({"repository": "secretful"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_http["data"], over_mqtt["data"]);
+    let config = &over_mqtt["data"]["config"];
+    // Harmless options are shown; commands, URLs' secrets and unknown keys are not.
+    assert_eq!(config["keep_daily"], 7);
+    assert_eq!(config["compression"], "lz4");
+    assert_eq!(config["repositories"][0]["label"], "remote");
+    assert_eq!(
+        config["repositories"][0]["path"],
+        "ssh://backup.example.com:2222"
+    );
+    assert_eq!(
+        config["apprise"]["services"][0]["url"],
+        "slack://[redacted]"
+    );
+    assert_eq!(config["apprise"]["services"][1]["label"], "telegram");
+    for masked in [
+        "ssh_command",
+        "before_backup",
+        "commands",
+        "constants",
+        "some_future_option",
+    ] {
+        assert_eq!(config[masked], "[redacted]", "{masked}: {config}");
+    }
+    for (what, text) in [
+        ("MQTT answer", over_mqtt.to_string()),
+        ("HTTP answer", over_http.to_string()),
+        ("published payloads", c.all_text()),
+        ("the worker's log", worker.log_text()),
+    ] {
+        assert!(!text.contains("PLANTED"), "{what} shows a secret: {text}");
+    }
+}

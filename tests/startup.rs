@@ -218,3 +218,107 @@ fn unknown_keys_and_secret_files_and_toml_layering() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("auth.read_token_file"), "{}", r.stderr);
 }
+
+/// A value that must never be printed, whatever form the error takes.
+const PLANTED: &str = "31337424242";
+
+#[test]
+fn config_errors_never_print_a_secret_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("config.toml");
+    let cases: Vec<(&str, Option<&str>, Env, &str)> = vec![
+        // TOML: a numeric password, a passphrase of the wrong type, an unquoted one.
+        (
+            "numeric mqtt.password in TOML",
+            Some("[mqtt]\npassword = 31337424242\n"),
+            with(good_env(dir.path()), "BMQTT_MQTT__PASSWORD", None),
+            "mqtt.password",
+        ),
+        (
+            "list passphrase in TOML",
+            Some("[repositories.nc]\npassphrase = [31337424242]\n"),
+            with(
+                good_env(dir.path()),
+                "BMQTT_REPOSITORIES__NC__PASSPHRASE",
+                None,
+            ),
+            "repositories.nc.passphrase",
+        ),
+        (
+            "unquoted ssh_passphrase in TOML",
+            Some("[repositories.nc]\nssh_passphrase = 31337424242-x\n"),
+            good_env(dir.path()),
+            "configuration",
+        ),
+        // Environment: a table where a string belongs.
+        (
+            "table mqtt in the environment",
+            None,
+            with(
+                with(good_env(dir.path()), "BMQTT_MQTT__PASSWORD", None),
+                "BMQTT_MQTT",
+                Some("{password=31337424242}"),
+            ),
+            "mqtt.password",
+        ),
+        (
+            "table repository in the environment",
+            None,
+            with(
+                with(
+                    good_env(dir.path()),
+                    "BMQTT_REPOSITORIES__NC__PASSPHRASE",
+                    None,
+                ),
+                "BMQTT_REPOSITORIES__NC",
+                Some("{passphrase=[31337424242]}"),
+            ),
+            "repositories.nc.passphrase",
+        ),
+    ];
+    for (what, file, env, key) in cases {
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(text) = file {
+            std::fs::write(&toml, text).unwrap();
+            args.extend(["--config", toml.to_str().unwrap()]);
+        }
+        for command in ["check-config", "run"] {
+            let mut a = args.clone();
+            a.push(command);
+            let r = run(&a, &env);
+            assert_eq!(r.code, 2, "{what} ({command}) was accepted: {}", r.stderr);
+            assert!(
+                r.stderr.contains(&format!("{key}:")),
+                "{what} ({command}): no line names {key}: {}",
+                r.stderr
+            );
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                !all.contains(PLANTED),
+                "{what} ({command}) printed the value: {all}"
+            );
+            assert_no_secrets(what, &all);
+        }
+    }
+}
+
+#[test]
+fn a_numeric_secret_in_the_environment_is_taken_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    // figment reads `000…001` as the number 1 (and refused a number where a string
+    // belongs, printing it). Taken verbatim, this token is 24 characters long and
+    // passes the length check; read as a number it would not.
+    let numeric_token = "000000000000000000000001";
+    for (key, value) in [
+        ("BMQTT_AUTH__READ_TOKEN", numeric_token),
+        ("BMQTT_MQTT__PASSWORD", "0012345678"),
+        ("BMQTT_REPOSITORIES__NC__PASSPHRASE", "[1,2]"),
+        ("BMQTT_REPOSITORIES__NC__SSH_PASSPHRASE", "{a=1}"),
+    ] {
+        let env = with(good_env(dir.path()), key, Some(value));
+        let r = run(&["check-config"], &env);
+        assert_eq!(r.code, 0, "{key}={value}: {}", r.stderr);
+        assert!(!r.stdout.contains(value), "{}", r.stdout);
+        assert_no_secrets("check-config output", &r.stdout);
+    }
+}

@@ -420,14 +420,10 @@ string_newtype_conversions!(
     HostName
 );
 
-/// Quotes a client value for an error message without echoing megabytes of it.
+/// Quotes a client value for an error message: a short printable prefix, never a
+/// configured secret (see [`crate::redact::quote`]).
 pub(crate) fn shorten(s: &str) -> String {
-    let cut: String = s.chars().take(40).collect();
-    if cut.len() < s.len() {
-        format!("{cut:?}…")
-    } else {
-        format!("{cut:?}")
-    }
+    crate::redact::quote(s)
 }
 
 #[cfg(test)]

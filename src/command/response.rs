@@ -113,6 +113,8 @@ impl Response {
         }
     }
 
+    /// Every refusal of both transports is built here, so this is where a
+    /// configured secret that reached an error message is masked.
     pub fn error(request_id: Option<RequestId>, err: ApiError) -> Self {
         Self {
             status: Status::Error,
@@ -121,7 +123,7 @@ impl Response {
             data: err.data,
             error: Some(ErrorBody {
                 code: err.code,
-                message: err.message,
+                message: crate::redact::scrub(&err.message),
             }),
         }
     }

@@ -289,7 +289,8 @@ impl Borgmatic {
             env.push(("BORG_PASSPHRASE".into(), p.clone()));
         }
         if let Some(p) = &secrets.ssh {
-            env.extend(askpass_env(p));
+            let keys = crate::borg_config::ssh_identity_files(&config);
+            env.extend(crate::askpass::env(p, &keys));
         }
         let (args, output): (Vec<OsString>, Output) = match action {
             Action::Create {
@@ -489,20 +490,6 @@ fn eq_path(flag: &str, value: &Path) -> OsString {
     let mut s = OsString::from(format!("{flag}="));
     s.push(value.as_os_str());
     s
-}
-
-/// Environment that makes ssh ask this binary (in askpass mode) for a key
-/// passphrase; the secret travels in the environment, never in argv.
-pub fn askpass_env(passphrase: &Secret) -> Vec<(String, Secret)> {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "borgmatic-mqtt".into());
-    vec![
-        ("SSH_ASKPASS".into(), Secret::new(exe)),
-        ("SSH_ASKPASS_REQUIRE".into(), Secret::new("force")),
-        ("DISPLAY".into(), Secret::new("borgmatic-mqtt:0")),
-        (crate::askpass::SECRET_ENV.into(), passphrase.clone()),
-    ]
 }
 
 /// How to read a borgmatic run's stdout.

@@ -168,7 +168,17 @@ impl Service {
     /// counted in the metrics and written to the audit trail.
     pub async fn handle(&self, req: Request<'_>) -> Response {
         let mut seen = Seen::default();
-        let resp = match Envelope::parse(req.body, &self.request_limits) {
+        let mut resp = match Envelope::parse(req.body, &self.request_limits) {
+            // A token or passphrase in the wrong field: refused before anything runs,
+            // is recorded or is logged, and not echoed (not even as the request id).
+            Ok(e)
+                if crate::redact::request_holds_secret(
+                    e.request_id.as_ref().map(|r| r.as_str()),
+                    &e.fields,
+                ) =>
+            {
+                Response::error(None, ApiError::invalid(crate::redact::SECRET_IN_REQUEST))
+            }
             Ok(e) => {
                 seen.repository = e
                     .fields
@@ -184,6 +194,7 @@ impl Service {
             }
             Err((rid, err)) => Response::error(rid, err),
         };
+        crate::redact::withhold_request_id(&mut resp.request_id);
         let outcome = resp.error_code().map(ErrorCode::as_str).unwrap_or("ok");
         crate::metrics::request(req.transport.as_str(), outcome);
         if resp.error_code() == Some(ErrorCode::RateLimited) {
@@ -194,10 +205,13 @@ impl Service {
             transport: req.transport.as_str().into(),
             role: seen.role.map(|r| r.as_str().to_string()),
             client: req.client.map(str::to_string),
-            command: crate::command::shorten(req.command)
-                .trim_matches('"')
-                .to_string(),
-            repository: seen.repository,
+            command: match CommandName::parse(req.command) {
+                Some(name) => name.as_str().to_string(),
+                None => crate::command::shorten(req.command)
+                    .trim_matches('"')
+                    .to_string(),
+            },
+            repository: seen.repository.map(|r| crate::redact::scrub(&r)),
             outcome: outcome.into(),
             job_id: resp.job_id.map(|j| j.to_string()),
             request_id: resp.request_id.as_ref().map(|r| r.as_str().to_string()),

@@ -288,8 +288,9 @@ impl Service {
                 .map_err(unusable)?;
         let absolute = |p: std::path::PathBuf| std::path::absolute(&p).unwrap_or(p);
         let askpass = matches!((&passphrase, encrypted), (Some(_), true));
+        let key = absolute(key);
         let probe = crate::exec::ssh::SshProbe::new(
-            &absolute(key),
+            &key,
             endpoint.port,
             &absolute(self.settings.ssh.key_dir.join("known_hosts")),
             destination,
@@ -298,7 +299,7 @@ impl Service {
         .map_err(unusable)?;
         let mut env = Vec::new();
         if let (Some(p), true) = (&passphrase, askpass) {
-            env.extend(crate::exec::borgmatic::askpass_env(p));
+            env.extend(crate::askpass::env(p, std::slice::from_ref(&key)));
         }
         let args = probe.argv();
         let spec = crate::exec::process::ProcessSpec {

@@ -525,6 +525,16 @@ impl Worker {
             env.retain(|(k2, _)| k2 != k);
             env.push((k.to_string(), v.to_string()));
         }
+        Worker::start_env_at(broker, env, base).await
+    }
+
+    /// Starts the worker with exactly `env` (plus its own base topic and state dir),
+    /// e.g. [`Worker::env`] with some settings removed.
+    pub async fn start_env(broker: &Broker, env: Vec<(String, String)>) -> Worker {
+        Worker::start_env_at(broker, env, &format!("test/{}", uuid_like())).await
+    }
+
+    async fn start_env_at(broker: &Broker, mut env: Vec<(String, String)>, base: &str) -> Worker {
         let base = base.to_string();
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
