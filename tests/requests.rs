@@ -184,6 +184,33 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
         assert_eq!(m.json()["request_id"], Value::Null);
     }
 
+    // An unknown command is answered on response/unknown: the command topic's suffix
+    // (here a token a client put in the wrong place) is never echoed into a topic.
+    c.publish_raw(
+        &base,
+        &format!("backup/{WRITE_TOKEN}"),
+        b"{}".to_vec(),
+        false,
+    )
+    .await;
+    let unknown = worker.topic("response/unknown");
+    let m = c
+        .wait_for(|m| {
+            m.topic == unknown
+                && m.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("unknown command"))
+        })
+        .await;
+    assert!(!m.text().contains(WRITE_TOKEN), "{}", m.text());
+    assert!(
+        c.messages()
+            .keys()
+            .all(|t| !t.contains(WRITE_TOKEN) || t.contains("/cmd/")),
+        "a topic echoes the token: {:?}",
+        c.messages().keys().collect::<Vec<_>>()
+    );
+
     // A retained request is refused and never runs, now or on resubscription.
     c.publish_raw(
         &base,

@@ -475,13 +475,18 @@ impl Dispatch {
     }
 
     /// Where the answer to `command` goes: the client's Response Topic when allowed,
-    /// else `<base>/response/<command>`.
+    /// else `<base>/response/<command>` for a known command and
+    /// `<base>/response/unknown` for anything else — a client string is never echoed
+    /// into a topic others read (a token published as `cmd/x/<token>` would be).
     fn reply_topic(&self, command: &str, props: Option<&PublishProperties>) -> String {
         props
             .and_then(|props| props.response_topic.as_deref())
             .filter(|t| self.topics.response_topic_allowed(t))
             .map(str::to_string)
-            .unwrap_or_else(|| self.topics.response(command))
+            .unwrap_or_else(|| match crate::command::CommandName::parse(command) {
+                Some(name) => self.topics.response(name.as_str()),
+                None => self.topics.response(topics::UNKNOWN_COMMAND),
+            })
     }
 
     /// Publishes the one response; an answer too large for the connection becomes a

@@ -8,6 +8,8 @@ use crate::command::JobId;
 pub const MAX_COMMAND_SUFFIX: usize = 64;
 /// Longest part after `<base>/response/` of a client's v5 Response Topic.
 pub const MAX_RESPONSE_SUFFIX: usize = 256;
+/// Where a command that is not in the contract is answered (`response/unknown`).
+pub const UNKNOWN_COMMAND: &str = "unknown";
 /// MQTT's limit on a topic name (a 16-bit length prefix).
 pub const MAX_TOPIC_BYTES: usize = 65_535;
 

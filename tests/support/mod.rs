@@ -831,11 +831,13 @@ impl Client {
                 r
             });
         let topic = format!("{base}/response/{command}");
+        // A command the worker does not know is answered on `response/unknown`.
+        let unknown = format!("{base}/response/unknown");
         self.publish_raw(base, command, serde_json::to_vec(&body).unwrap(), false)
             .await;
         let rid2 = rid.clone();
         self.wait_for(move |m| {
-            m.topic == topic
+            (m.topic == topic || m.topic == unknown)
                 && serde_json::from_slice::<Value>(&m.payload)
                     .ok()
                     .is_some_and(|v| v["request_id"] == json!(rid2))
