@@ -122,10 +122,7 @@ pub async fn serve(
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics::counter!("bmqtt_http_connections_refused_total").increment(1);
-            // Best effort and never waiting: the socket buffer of a new connection
-            // has room for these few bytes.
-            let _ = stream.try_write(REFUSAL);
-            drop(stream);
+            refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -142,6 +139,21 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Answers 503 and closes, never waiting: the socket buffer of a new connection
+/// has room for these few bytes. What the client already sent is read first, so
+/// that closing sends FIN rather than RST (which could discard the answer).
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(REFUSAL);
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    drop(stream);
 }
 
 fn out_of_resources(e: &io::Error) -> bool {
