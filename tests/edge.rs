@@ -7,7 +7,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,9 +186,12 @@ async fn half_sent_requests_never_starve_jobs_of_file_descriptors() {
     // An attacker keeps 300 half-sent requests open, opening a new one whenever
     // the worker closes one.
     let stop = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let flood = {
         let stop = stop.clone();
         let addr = addr.clone();
+        let (timed_out, progress) = (timed_out.clone(), progress.clone());
         tokio::spawn(async move {
             let mut open = tokio::task::JoinSet::new();
             let mut done = Vec::new();
@@ -196,7 +199,12 @@ async fn half_sent_requests_never_starve_jobs_of_file_descriptors() {
                 if open.len() < 300 {
                     open.spawn(half_sent(addr.clone()));
                 } else if let Some(r) = open.join_next().await {
-                    done.push(r.unwrap());
+                    let r = r.unwrap();
+                    if r.connected() && !r.refused() {
+                        timed_out.fetch_add(1, Ordering::Relaxed);
+                        progress.notify_waiters();
+                    }
+                    done.push(r);
                     // Refused connections come back at once: pace the
                     // replacements so the client does not run out of ports.
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -229,14 +237,20 @@ async fn half_sent_requests_never_starve_jobs_of_file_descriptors() {
         )
         .await;
     assert_eq!(result["state"], "succeeded", "{result}");
-    // Let at least one round of held connections reach the header timeout.
-    let flood_started = Instant::now();
-    while flood_started.elapsed() < HEADER_TIMEOUT * 2 {
-        let r = client
-            .request(&base, "job/list", json!({"token": READ_TOKEN}))
-            .await;
-        assert_eq!(r["status"], "ok", "{r}");
+    // Until a full round of held connections has reached the header timeout.
+    loop {
+        let next = progress.notified();
+        if timed_out.load(Ordering::Relaxed) >= cap {
+            break;
+        }
+        tokio::time::timeout(WAIT, next)
+            .await
+            .expect("held connections were never closed");
     }
+    let r = client
+        .request(&base, "job/list", json!({"token": READ_TOKEN}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
     stop.store(true, Ordering::Relaxed);
     let outcomes = flood.await.unwrap();
     let peak = peak.await.unwrap();
