@@ -62,6 +62,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub jobs: JobSettings,
     pub limits: LimitSettings,
+    pub audit: AuditSettings,
     pub ssh: SshSettings,
     pub homeassistant: HomeAssistantSettings,
     /// Per-repository settings, keyed by repository label.
@@ -80,6 +81,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             jobs: JobSettings::default(),
             limits: LimitSettings::default(),
+            audit: AuditSettings::default(),
             ssh: SshSettings::default(),
             homeassistant: HomeAssistantSettings::default(),
             repositories: BTreeMap::new(),
@@ -111,6 +113,10 @@ pub struct MqttSettings {
     pub max_packet_bytes: u32,
     /// Ceiling of the reconnect backoff, in seconds.
     pub reconnect_max_secs: u64,
+    /// The MQTT client id. Unset: a random id made once and kept in
+    /// `<state_dir>/mqtt_client_id`, so no other broker user can guess it and take
+    /// over the worker's session.
+    pub client_id: Option<String>,
 }
 
 impl Default for MqttSettings {
@@ -130,6 +136,7 @@ impl Default for MqttSettings {
             keep_alive_secs: 30,
             max_packet_bytes: 64 * 1024 * 1024,
             reconnect_max_secs: 30,
+            client_id: None,
         }
     }
 }
@@ -183,6 +190,21 @@ pub struct HttpSettings {
     pub request_timeout_secs: u64,
     /// `/metrics` needs the read token when true.
     pub metrics_require_token: bool,
+    /// Seconds a client has to send a request's headers (also how long an idle
+    /// keep-alive connection waits for its next request).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may go without moving a byte either way before it is
+    /// closed (a reader that stopped reading, a stalled stream); at least
+    /// `request_timeout_secs` + 5.
+    pub idle_timeout_secs: u64,
+    /// Open connections at once (event streams included); more are refused at once.
+    /// Lowered at start-up so that this plus `fd_reserve` fits the open-file limit.
+    pub max_connections: usize,
+    /// Server-Sent Event streams open at once; more get 503.
+    pub max_event_streams: usize,
+    /// File descriptors kept free of HTTP connections, for jobs, the job store and
+    /// the broker connection.
+    pub fd_reserve: u64,
 }
 
 impl Default for HttpSettings {
@@ -194,6 +216,11 @@ impl Default for HttpSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             metrics_require_token: false,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            max_event_streams: 512,
+            fd_reserve: 256,
         }
     }
 }
@@ -260,6 +287,29 @@ impl Default for LimitSettings {
             max_request_depth: 16,
             dedup_cache_bytes: 8 * 1024 * 1024,
             max_in_flight: 32,
+        }
+    }
+}
+
+/// The audit trail's size bounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// `audit.jsonl` is rotated to `audit.jsonl.1` when it would grow past this.
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` … `.N`); older ones are deleted.
+    pub keep_files: u32,
+    /// Unauthenticated refusals are written one by one up to a few per window, the
+    /// rest as one line per transport and client with their count.
+    pub refusal_window_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024 * 1024,
+            keep_files: 4,
+            refusal_window_secs: 60,
         }
     }
 }
@@ -601,6 +651,29 @@ impl Settings {
                     self.http.listen
                 ),
             ));
+        }
+        if self.http.max_connections == 0 {
+            problems.push(problem("http.max_connections", "must be at least 1"));
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            problems.push(problem(
+                "http.header_read_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.audit.max_bytes < 4096 {
+            problems.push(problem("audit.max_bytes", "must be at least 4096"));
+        }
+        if self.audit.refusal_window_secs == 0 {
+            problems.push(problem("audit.refusal_window_secs", "must be at least 1"));
+        }
+        if let Some(id) = &self.mqtt.client_id {
+            if id.len() < 16 || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
+                problems.push(problem(
+                    "mqtt.client_id",
+                    "must be 16 to 128 printable ASCII characters; leave it unset for a random one",
+                ));
+            }
         }
         if self.jobs.max_concurrent == 0 {
             problems.push(problem("jobs.max_concurrent", "must be at least 1"));

@@ -44,6 +44,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         );
     }
     let version = version.context("borgmatic version unknown")?;
+    raise_open_file_limit();
+    let max_connections = match settings.http.listen.as_str() {
+        "off" => 0,
+        _ => crate::http::connection_cap(&settings.http)
+            .map_err(|e| anyhow::anyhow!("refusing to start; http.max_connections: {e}"))?,
+    };
     let settings = Arc::new(settings);
     secure_state_dir(&settings.state_dir)?;
     let store = Store::open(&settings.state_dir).context("opening the job store")?;
@@ -79,9 +85,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             metrics,
             http_stop.clone(),
         );
-        tracing::info!(addr = %settings.http.listen, "HTTP sidecar listening");
+        tracing::info!(
+            addr = %settings.http.listen,
+            max_connections,
+            "HTTP sidecar listening"
+        );
         tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state).await {
+            if let Err(e) = crate::http::serve(listener, state, max_connections).await {
                 tracing::error!(error = %e, "the HTTP sidecar stopped");
             }
         })
@@ -141,6 +151,22 @@ fn secure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .with_context(ctx)?;
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: the default soft limit (often
+/// 1024) is what a connection flood exhausts first, and the hard limit is what the
+/// operator granted. The HTTP connection cap is then sized below it.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,5 +1,12 @@
 //! `/healthz` (alive), `/readyz` (each part that must work) and `/metrics`.
+//!
+//! All three answer without a token, so none may do work per request that a flood
+//! could multiply: every probe behind them runs once at a time, and callers that
+//! arrive meanwhile share its answer (single-flight); a probe's answer is then
+//! reused for a while. Sixty concurrent `/readyz` used to start sixty
+//! `borgmatic --version`.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -7,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use serde_json::json;
 
 use super::{bearer, error, AppState};
@@ -14,10 +22,68 @@ use crate::auth::Role;
 
 /// How long a borgmatic check result is reused.
 const BORGMATIC_CHECK_TTL: Duration = Duration::from_secs(30);
+/// How long the store's write check is reused (it takes the store's write lock).
+const STORE_CHECK_TTL: Duration = Duration::from_secs(2);
+/// How long the Docker engine's answer is reused.
+const DOCKER_CHECK_TTL: Duration = Duration::from_secs(5);
+
+type Probed = Result<String, String>;
+
+/// One probe's last answer and the probe in flight, if any.
+#[derive(Default)]
+pub(super) struct Probe {
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    last: Option<(Instant, Probed)>,
+    running: Option<Shared<BoxFuture<'static, Probed>>>,
+}
+
+impl Probe {
+    /// The answer of `probe`, reused for `ttl` (zero: only shared while it runs).
+    /// The probe runs as its own task: a caller that gives up does not cancel it,
+    /// and the next caller joins it instead of starting another.
+    async fn get<F>(&self, ttl: Duration, probe: impl FnOnce() -> F) -> Probed
+    where
+        F: Future<Output = Probed> + Send + 'static,
+    {
+        let running = {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, answer)) = &st.last {
+                if at.elapsed() < ttl {
+                    return answer.clone();
+                }
+            }
+            match &st.running {
+                Some(r) => r.clone(),
+                None => {
+                    let task = tokio::spawn(probe());
+                    let r = async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
+                        .boxed()
+                        .shared();
+                    st.running = Some(r.clone());
+                    r
+                }
+            }
+        };
+        let answer = running.clone().await;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.running.as_ref().is_some_and(|r| r.ptr_eq(&running)) {
+            st.running = None;
+            st.last = Some((Instant::now(), answer.clone()));
+        }
+        answer
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Readiness {
-    borgmatic: Mutex<Option<(Instant, Result<String, String>)>>,
+    borgmatic: Probe,
+    store: Probe,
+    docker: Probe,
+    metrics: Probe,
 }
 
 pub async fn healthz() -> &'static str {
@@ -26,8 +92,28 @@ pub async fn healthz() -> &'static str {
 
 pub async fn readyz(State(st): State<AppState>) -> HttpResponse {
     let mqtt = st.mqtt.as_ref().is_some_and(|m| m.connected());
-    let borgmatic = borgmatic_runnable(&st).await;
-    let store = st.service.engine().store_writable();
+    let binary = st.settings.borgmatic.binary.clone();
+    let borgmatic = st
+        .readiness
+        .borgmatic
+        .get(BORGMATIC_CHECK_TTL, || async move {
+            crate::exec::borgmatic::check_version(&binary)
+                .await
+                .map(|v| v.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    let engine = st.service.engine().clone();
+    let store = st
+        .readiness
+        .store
+        .get(STORE_CHECK_TTL, || async move {
+            match tokio::task::spawn_blocking(move || engine.store_writable()).await {
+                Ok(true) => Ok("writable".to_string()),
+                _ => Err("the job store refuses writes".to_string()),
+            }
+        })
+        .await;
     let mut parts = serde_json::Map::new();
     parts.insert(
         "mqtt".into(),
@@ -42,17 +128,28 @@ pub async fn readyz(State(st): State<AppState>) -> HttpResponse {
     );
     parts.insert(
         "store".into(),
-        json!({ "ok": store, "detail": if store { "writable" } else { "the job store refuses writes" } }),
+        match &store {
+            Ok(d) | Err(d) => json!({ "ok": store.is_ok(), "detail": d }),
+        },
     );
-    let mut ready = mqtt && borgmatic.is_ok() && store;
+    let mut ready = mqtt && borgmatic.is_ok() && store.is_ok();
     if st.settings.docker.enabled {
-        let docker = tokio::time::timeout(Duration::from_secs(5), st.service.docker().ping()).await;
-        let part = match docker {
-            Ok(Ok(v)) => json!({ "ok": true, "detail": format!("engine {v}") }),
-            Ok(Err(e)) => json!({ "ok": false, "detail": e.to_string() }),
-            Err(_) => json!({ "ok": false, "detail": "no answer within 5s" }),
+        let service = st.service.clone();
+        let docker = st
+            .readiness
+            .docker
+            .get(DOCKER_CHECK_TTL, || async move {
+                match tokio::time::timeout(Duration::from_secs(5), service.docker().ping()).await {
+                    Ok(Ok(v)) => Ok(format!("engine {v}")),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer within 5s".to_string()),
+                }
+            })
+            .await;
+        ready &= docker.is_ok();
+        let part = match &docker {
+            Ok(d) | Err(d) => json!({ "ok": docker.is_ok(), "detail": d }),
         };
-        ready &= part["ok"] == true;
         parts.insert("docker".into(), part);
     }
     let status = if ready {
@@ -61,24 +158,6 @@ pub async fn readyz(State(st): State<AppState>) -> HttpResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready, "parts": parts }))).into_response()
-}
-
-async fn borgmatic_runnable(st: &AppState) -> Result<String, String> {
-    if let Ok(guard) = st.readiness.borgmatic.lock() {
-        if let Some((at, r)) = guard.as_ref() {
-            if at.elapsed() < BORGMATIC_CHECK_TTL {
-                return r.clone();
-            }
-        }
-    }
-    let r = crate::exec::borgmatic::check_version(&st.settings.borgmatic.binary)
-        .await
-        .map(|v| v.to_string())
-        .map_err(|e| e.to_string());
-    if let Ok(mut guard) = st.readiness.borgmatic.lock() {
-        *guard = Some((Instant::now(), r.clone()));
-    }
-    r
 }
 
 pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> HttpResponse {
@@ -94,7 +173,16 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> HttpResp
         )
             .into_response();
     };
-    let text = crate::metrics::render(handle, st.service.engine(), st.mqtt.as_deref());
+    // Scrapes that arrive while one renders share its text.
+    let (handle, engine, mqtt) = (handle.clone(), st.service.engine().clone(), st.mqtt.clone());
+    let text = st
+        .readiness
+        .metrics
+        .get(Duration::ZERO, || async move {
+            Ok(crate::metrics::render(&handle, &engine, mqtt.as_deref()))
+        })
+        .await
+        .unwrap_or_default();
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],

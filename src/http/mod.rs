@@ -6,6 +6,7 @@
 //! [`Service::handle`], so roles, rate limits, deduplication and the audit trail are
 //! the same on both transports.
 
+mod conn;
 mod health;
 pub mod openapi;
 mod sse;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub shutdown: CancellationToken,
     readiness: Arc<health::Readiness>,
+    /// One permit per open event stream (`http.max_event_streams`).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -69,9 +72,10 @@ impl AppState {
     ) -> Self {
         Self {
             service,
-            settings,
             mqtt,
             metrics,
+            streams: Arc::new(tokio::sync::Semaphore::new(settings.http.max_event_streams)),
+            settings,
             shutdown,
             readiness: Arc::default(),
         }
@@ -103,15 +107,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+pub use conn::connection_cap;
+
 /// Serves until `state.shutdown` fires; in-flight requests finish, streams end.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+/// `max_connections` comes from [`connection_cap`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    max_connections: usize,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let limits = conn::ConnLimits::new(&state.settings.http, max_connections);
+    conn::serve(listener, router(state), limits, shutdown).await
 }
 
 /// Renders a wire response with the status code of its error code.

@@ -31,6 +31,20 @@ fn published_event(l: &PublishedLine) -> Event {
         .data(String::from_utf8_lossy(&l.json))
 }
 
+/// A slot for one more event stream, or the answer for a client over the cap.
+fn stream_slot(st: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    st.streams.clone().try_acquire_owned().map_err(|_| {
+        metrics::counter!("bmqtt_http_streams_refused_total").increment(1);
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "too many event streams are open (http.max_event_streams = {}); retry later",
+                st.settings.http.max_event_streams
+            ),
+        )
+    })
+}
+
 fn keep_alive() -> KeepAlive {
     KeepAlive::new()
         .interval(Duration::from_secs(15))
@@ -60,9 +74,14 @@ pub async fn job_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
+    let slot = match stream_slot(&st) {
+        Ok(slot) => slot,
+        Err(e) => return error(e),
+    };
     let (tx, rx) = mpsc::channel::<Event>(CLIENT_BUFFER);
     let shutdown = st.shutdown.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         tokio::select! {
             _ = stream_job(engine, id, record.state.is_final(), after, events, &tx) => {}
             _ = shutdown.cancelled() => {}
@@ -205,10 +224,15 @@ pub async fn all_events(State(st): State<AppState>, headers: HeaderMap) -> HttpR
     if let Err(e) = st.service.authorize(bearer(&headers), Role::Read) {
         return error(e);
     }
+    let slot = match stream_slot(&st) {
+        Ok(slot) => slot,
+        Err(e) => return error(e),
+    };
     let mut events = st.service.engine().subscribe();
     let (tx, rx) = mpsc::channel::<Event>(CLIENT_BUFFER);
     let shutdown = st.shutdown.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let mut seen: std::collections::HashMap<JobId, JobState> = Default::default();
         loop {
             let ev = tokio::select! {

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
 use anyhow::Context;
 use rumqttc::v5::mqttbytes::v5::LastWill;
 use rumqttc::v5::mqttbytes::QoS;
@@ -21,7 +25,7 @@ pub(super) fn incoming_max(settings: &Settings) -> u32 {
 
 pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<MqttOptions> {
     let m = &settings.mqtt;
-    let client_id = format!("borgmatic-mqtt-{}", settings.node_id());
+    let client_id = client_id(settings)?;
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
     o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)));
     // A fresh session on every connect: commands published while the worker was
@@ -69,4 +73,91 @@ pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<Mqtt
         o.set_transport(Transport::tls(ca, client_auth, None));
     }
     Ok(o)
+}
+
+/// The file under `state_dir` that keeps the worker's random client id.
+pub const CLIENT_ID_FILE: &str = "mqtt_client_id";
+
+/// `mqtt.client_id`, else a random id made once and kept (mode 0600) in
+/// `<state_dir>/mqtt_client_id`. It was `borgmatic-mqtt-<node>`: any broker user
+/// could connect with it and so disconnect the worker (a broker closes the older of
+/// two connections with one id). Kept across restarts so that a persistent session
+/// stays the worker's.
+fn client_id(settings: &Settings) -> anyhow::Result<String> {
+    if let Some(id) = &settings.mqtt.client_id {
+        return Ok(id.clone());
+    }
+    let file = settings.state_dir.join(CLIENT_ID_FILE);
+    if let Some(id) = read_id(&file)? {
+        return Ok(id);
+    }
+    let id = format!("borgmatic-mqtt-{}", uuid::Uuid::new_v4().simple());
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| {
+            f.write_all(id.as_bytes())?;
+            f.sync_all()
+        });
+    match written {
+        Ok(()) => Ok(id),
+        // Another start raced us: use what it wrote.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_id(&file)?.context("the MQTT client id file is empty")
+        }
+        Err(e) => Err(e).with_context(|| format!("writing {}", file.display())),
+    }
+}
+
+/// The kept id, if the file exists; an unusable file is an error, not a new id (a
+/// new id would leave the old persistent session behind).
+fn read_id(file: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let id = text.trim();
+            anyhow::ensure!(
+                id.len() >= 16 && id.len() <= 128 && id.chars().all(|c| c.is_ascii_graphic()),
+                "{} does not hold a usable MQTT client id; delete it to make a new one",
+                file.display()
+            );
+            Ok(Some(id.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            state_dir: dir.to_path_buf(),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_client_id_is_random_kept_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let first = client_id(&settings(a.path())).unwrap();
+        assert_eq!(client_id(&settings(a.path())).unwrap(), first);
+        assert_ne!(client_id(&settings(b.path())).unwrap(), first);
+        assert!(first.len() >= 40, "{first}");
+        let mode = std::fs::metadata(a.path().join(CLIENT_ID_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut s = settings(a.path());
+        s.mqtt.client_id = Some("configured-client-id-1".into());
+        assert_eq!(client_id(&s).unwrap(), "configured-client-id-1");
+        std::fs::write(a.path().join(CLIENT_ID_FILE), "x").unwrap();
+        assert!(client_id(&settings(a.path())).is_err());
+    }
 }

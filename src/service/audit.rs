@@ -1,12 +1,24 @@
 //! The append-only audit trail: one JSON line per request under `state_dir`,
 //! refusals included, never a secret (only the fields below are written).
+//!
+//! Bounded, because anyone who can reach a transport can make refusals: the first
+//! few unauthenticated refusals of each window are written one by one, the rest as
+//! one line per transport, client and outcome with their `count`; the file is
+//! rotated by size (`audit.jsonl.1` … `.N`); `audit/list` reads the files' tails,
+//! never a whole file.
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::config::AuditSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -23,43 +35,357 @@ pub struct AuditRecord {
     pub request_id: Option<String>,
 }
 
+/// One line of the file: a record, or (with `count`) that many unauthenticated
+/// refusals from one transport and client summed up over a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditLine {
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// Unauthenticated refusals written one by one per window (what was tried).
+const ITEMISED_PER_WINDOW: u32 = 10;
+/// Distinct (transport, client, outcome) counted per window; more clients are
+/// counted together under a `null` client.
+const KEYS_PER_WINDOW: usize = 64;
+/// `audit/list` reads at most this much per record asked for (records are small).
+const READ_PER_RECORD: u64 = 4096;
+/// Block size of reading a file backwards.
+const CHUNK: u64 = 64 * 1024;
+
+type Key = (String, Option<String>, String);
+
 pub struct Audit {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     path: PathBuf,
-    lock: Mutex<()>,
+    max_bytes: u64,
+    keep: u32,
+    window: Duration,
+    state: Mutex<Window>,
+}
+
+struct Window {
+    started: Instant,
+    itemised: u32,
+    counts: BTreeMap<Key, u64>,
 }
 
 impl Audit {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
+    pub fn new(state_dir: &Path, settings: &AuditSettings) -> Self {
+        let window = Duration::from_secs(settings.refusal_window_secs.max(1));
+        let shared = Arc::new(Shared {
             path: state_dir.join("audit.jsonl"),
-            lock: Mutex::new(()),
+            max_bytes: settings.max_bytes.max(4096),
+            keep: settings.keep_files,
+            window,
+            state: Mutex::new(Window {
+                started: Instant::now(),
+                itemised: 0,
+                counts: BTreeMap::new(),
+            }),
+        });
+        // Counts are written when their window ends even if nothing else comes.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak: Weak<Shared> = Arc::downgrade(&shared);
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(window).await;
+                    let Some(shared) = weak.upgrade() else { return };
+                    let mut w = shared.lock();
+                    shared.end_window_if_due(&mut w);
+                }
+            });
         }
+        Self { shared }
     }
 
     pub fn append(&self, record: &AuditRecord) {
-        let Ok(mut line) = serde_json::to_vec(record) else {
+        let s = &self.shared;
+        let mut w = s.lock();
+        s.end_window_if_due(&mut w);
+        if record.role.is_none() {
+            if w.itemised >= ITEMISED_PER_WINDOW {
+                let mut key = (
+                    record.transport.clone(),
+                    record.client.clone(),
+                    record.outcome.clone(),
+                );
+                if !w.counts.contains_key(&key) && w.counts.len() >= KEYS_PER_WINDOW {
+                    key.1 = None;
+                }
+                *w.counts.entry(key).or_default() += 1;
+                return;
+            }
+            w.itemised += 1;
+        }
+        s.write(&AuditLine {
+            record: record.clone(),
+            count: None,
+        });
+    }
+
+    /// The newest `limit` lines, newest first, read from the end of the files.
+    pub fn last(&self, limit: usize) -> Vec<AuditLine> {
+        let s = &self.shared;
+        let _w = s.lock();
+        let mut out = Vec::new();
+        let mut budget = (limit as u64).saturating_mul(READ_PER_RECORD) + CHUNK;
+        for i in 0..=s.keep {
+            if out.len() >= limit || budget == 0 {
+                break;
+            }
+            let path = s.numbered(i);
+            match tail(&path, limit - out.len(), &mut budget) {
+                Ok(lines) => out.extend(lines),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "could not read the audit trail");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the window's counts and starts a new window, once it is over.
+    fn end_window_if_due(&self, w: &mut Window) {
+        if w.started.elapsed() >= self.window {
+            self.end_window(w);
+        }
+    }
+
+    fn end_window(&self, w: &mut Window) {
+        let now = Utc::now();
+        for ((transport, client, outcome), n) in std::mem::take(&mut w.counts) {
+            self.write(&AuditLine {
+                record: AuditRecord {
+                    at: now,
+                    transport,
+                    role: None,
+                    client,
+                    command: "*".into(),
+                    repository: None,
+                    outcome,
+                    job_id: None,
+                    request_id: None,
+                },
+                count: Some(n),
+            });
+        }
+        w.started = Instant::now();
+        w.itemised = 0;
+    }
+
+    /// `audit.jsonl` for 0, else `audit.jsonl.<n>`.
+    fn numbered(&self, n: u32) -> PathBuf {
+        if n == 0 {
+            return self.path.clone();
+        }
+        let mut p = self.path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    }
+
+    fn write(&self, line: &AuditLine) {
+        let Ok(mut bytes) = serde_json::to_vec(line) else {
             return;
         };
-        line.push(b'\n');
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(&line));
+        bytes.push(b'\n');
+        let written = self.rotate_for(bytes.len() as u64).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+                .and_then(|mut f| f.write_all(&bytes))
+        });
         if let Err(e) = written {
             tracing::error!(error = %e, path = %self.path.display(), "could not write the audit trail");
         }
     }
 
-    /// The newest `limit` records, newest first.
-    pub fn last(&self, limit: usize) -> Vec<AuditRecord> {
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        text.lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .take(limit)
+    /// Rotates when `more` bytes would take the file past `max_bytes`.
+    fn rotate_for(&self, more: u64) -> std::io::Result<()> {
+        let size = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if size == 0 || size + more <= self.max_bytes {
+            return Ok(());
+        }
+        if self.keep == 0 {
+            return std::fs::remove_file(&self.path);
+        }
+        for n in (1..self.keep).rev() {
+            match std::fs::rename(self.numbered(n), self.numbered(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, self.numbered(1))
+    }
+}
+
+/// Up to `limit` records from the end of `path`, newest first, reading backwards
+/// and at most `budget` bytes (what is read is taken off it).
+fn tail(path: &Path, limit: usize, budget: &mut u64) -> std::io::Result<Vec<AuditLine>> {
+    let mut f = File::open(path)?;
+    let mut pos = f.metadata()?.len();
+    let mut out = Vec::new();
+    // The bytes from `pos` up to the first line already taken: a line's end.
+    let mut carry: Vec<u8> = Vec::new();
+    while pos > 0 && out.len() < limit && *budget > 0 {
+        let n = CHUNK.min(pos).min(*budget);
+        pos -= n;
+        *budget -= n;
+        let mut chunk = vec![0u8; n as usize];
+        f.seek(SeekFrom::Start(pos))?;
+        f.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&carry);
+        carry = chunk;
+        while let Some(i) = carry.iter().rposition(|&b| b == b'\n') {
+            let line = carry.split_off(i + 1);
+            carry.truncate(i);
+            push_line(&line, &mut out);
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+    if pos == 0 {
+        push_line(&carry, &mut out);
+    }
+    Ok(out)
+}
+
+fn push_line(line: &[u8], out: &mut Vec<AuditLine>) {
+    if let Ok(l) = serde_json::from_slice(line) {
+        out.push(l);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(role: Option<&str>, client: &str, n: usize) -> AuditRecord {
+        AuditRecord {
+            at: Utc::now(),
+            transport: "http".into(),
+            role: role.map(str::to_string),
+            client: Some(client.into()),
+            command: "job/list".into(),
+            repository: None,
+            outcome: if role.is_some() { "ok" } else { "unauthorized" }.into(),
+            job_id: None,
+            request_id: Some(format!("r{n}")),
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<AuditLine> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn refusals_are_counted_not_written_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            refusal_window_secs: 3600,
+            ..AuditSettings::default()
+        };
+        let audit = Audit::new(dir.path(), &settings);
+        for n in 0..5000 {
+            audit.append(&record(None, &format!("10.0.{}.{}", n % 200, n % 7), n));
+        }
+        audit.append(&record(Some("read"), "10.9.9.9", 1));
+        let path = dir.path().join("audit.jsonl");
+        assert_eq!(lines(&path).len(), ITEMISED_PER_WINDOW as usize + 1);
+        // End the window: the rest comes as counts, bounded by the key cap.
+        {
+            let mut w = audit.shared.lock();
+            audit.shared.end_window(&mut w);
+        }
+        let all = lines(&path);
+        let counted: u64 = all.iter().filter_map(|l| l.count).sum();
+        let itemised = all.iter().filter(|l| l.count.is_none()).count() as u64;
+        assert_eq!(counted + itemised, 5001, "every refusal is accounted for");
+        assert!(all.len() <= ITEMISED_PER_WINDOW as usize + 1 + KEYS_PER_WINDOW + 1);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn files_rotate_by_size_and_the_tail_spans_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = AuditSettings {
+            max_bytes: 16384,
+            keep_files: 2,
+            ..AuditSettings::default()
+        };
+        let audit = Audit::new(dir.path(), &settings);
+        for n in 0..1000 {
+            audit.append(&record(Some("read"), "10.0.0.1", n));
+        }
+        let main = dir.path().join("audit.jsonl");
+        assert!(std::fs::metadata(&main).unwrap().len() <= 16384);
+        assert!(
+            std::fs::metadata(dir.path().join("audit.jsonl.2"))
+                .unwrap()
+                .len()
+                <= 16384
+        );
+        assert!(!dir.path().join("audit.jsonl.3").exists());
+        let newest = audit.last(100);
+        assert_eq!(newest.len(), 100);
+        let ids: Vec<String> = newest
+            .iter()
+            .map(|l| l.record.request_id.clone().unwrap())
+            .collect();
+        let want: Vec<String> = (900..1000).rev().map(|n| format!("r{n}")).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn the_tail_of_a_huge_file_is_read_without_reading_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        // 64 GiB of holes: reading it whole would take minutes and all memory.
+        let f = File::create(&path).unwrap();
+        f.set_len(64 << 30).unwrap();
+        drop(f);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"\n").unwrap();
+        for n in 0..3 {
+            let line = AuditLine {
+                record: record(Some("admin"), "10.0.0.2", n),
+                count: None,
+            };
+            f.write_all(&serde_json::to_vec(&line).unwrap()).unwrap();
+            f.write_all(b"\n").unwrap();
+        }
+        let audit = Audit::new(dir.path(), &AuditSettings::default());
+        let got = audit.last(50);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].record.request_id.as_deref(), Some("r2"));
     }
 }

@@ -111,7 +111,7 @@ impl Service {
             docker: Engine::new(settings.docker.host.clone()),
             policy,
             limits: limits::Limits::new(&settings.limits),
-            audit: audit::Audit::new(&settings.state_dir),
+            audit: audit::Audit::new(&settings.state_dir, &settings.audit),
             borgmatic: Borgmatic::new(&settings, borgmatic_version),
             settings,
             tokens,
