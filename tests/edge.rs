@@ -658,6 +658,18 @@ fn deployment_broker(dir: &Path) -> (u16, Child, [(&'static str, String); 3]) {
         "socket_domain",
     ];
     let shipped = std::fs::read_to_string(copy.join("mosquitto.conf")).unwrap();
+    // Every shipped listener takes the user name as the client id (the option is per
+    // listener); this test's own listener below does the same.
+    let blocks: Vec<&str> = shipped.split("\nlistener ").skip(1).collect();
+    assert!(!blocks.is_empty(), "no listener in mosquitto.conf");
+    for block in blocks {
+        let own: Vec<&str> = block.lines().take_while(|l| !l.trim().is_empty()).collect();
+        assert!(
+            own.iter().any(|l| l.trim() == "use_username_as_clientid true"),
+            "listener {} lacks use_username_as_clientid true",
+            own.first().unwrap_or(&"")
+        );
+    }
     let general: Vec<String> = shipped
         .lines()
         .filter(|l| {
