@@ -64,6 +64,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub ssh: SshSettings,
     pub homeassistant: HomeAssistantSettings,
+    /// Repository health probes (see `health`).
+    pub health: crate::health::HealthSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -82,6 +84,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             ssh: SshSettings::default(),
             homeassistant: HomeAssistantSettings::default(),
+            health: crate::health::HealthSettings::default(),
             repositories: BTreeMap::new(),
         }
     }
@@ -204,6 +207,8 @@ pub struct HomeAssistantSettings {
     pub discovery: bool,
     /// Home Assistant's discovery prefix.
     pub prefix: String,
+    /// The devices' "Visit" link (default: the HTTP sidecar on a specific address).
+    pub configuration_url: Option<String>,
 }
 
 impl Default for HomeAssistantSettings {
@@ -211,6 +216,7 @@ impl Default for HomeAssistantSettings {
         Self {
             discovery: false,
             prefix: "homeassistant".into(),
+            configuration_url: None,
         }
     }
 }
