@@ -5,10 +5,11 @@
 //! repository.
 //!
 //! Each repository is probed with `repo-list --last 1 --json` (one cheap borg
-//! call) every `health.probe_interval_secs` and after every job that writes to it
-//! or verifies it. A probe is an ordinary `archive/list` job: it holds the
-//! repository like any job, so it never runs beside a backup (a probe meeting a
-//! busy repository is skipped; the busy job's end triggers one).
+//! call) at start-up and every `health.probe_interval_secs`; every finished
+//! backup and verification updates the health at once (a backup's archive is
+//! the newest). A probe is an ordinary `archive/list` job: it holds the
+//! repository for its second or so like any job, so it never runs beside a
+//! backup (a probe meeting a busy repository is skipped until the next one).
 //!
 //! `problem` is on when the newest archive is older than `health.max_age_secs`,
 //! when the repository has no archive or cannot be read, when the last backup
@@ -153,6 +154,20 @@ impl RepoHealth {
                 .or(s["error"].as_str())
                 .map(str::to_string),
         };
+        // A backup's archive is the repository's newest: no probe needed (a probe
+        // right after a job would hold the repository when a client chains its
+        // next command on the result).
+        let made_archive = matches!(outcome.result.as_str(), "succeeded" | "warning" | "partial");
+        if kind == "backup"
+            && made_archive
+            && outcome.archive.is_some()
+            && self
+                .newest_time
+                .is_none_or(|t| Some(t) <= outcome.finished_at)
+        {
+            self.newest_archive = outcome.archive.clone();
+            self.newest_time = outcome.finished_at;
+        }
         let slot = if kind == "backup" {
             &mut self.backup
         } else {
@@ -207,11 +222,6 @@ fn archive_time(v: &Value) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// Whether a finished job's end calls for a probe of its repository.
-fn probes_after(command: &str) -> bool {
-    summary::marks_running(command) || matches!(command, "backup/verify" | "repo/check")
-}
-
 /// Where reports go (MQTT; `None` when only the metrics are wanted).
 pub type Sink = Arc<dyn Fn(&str, &Value) + Send + Sync>;
 
@@ -253,11 +263,8 @@ pub fn spawn(settings: Arc<Settings>, service: Arc<Service>, sink: Sink, stop: C
                     let health = repos.entry(repo.clone()).or_default();
                     if pending.remove(&r.record.job_id).is_some() {
                         health.probed(&r, now);
-                    } else if probes_after(&r.record.command) {
+                    } else if matches!(r.record.command.as_str(), "backup/run" | "backup/verify") {
                         health.record(&r);
-                        publish(&sink, &repo, health, max_age);
-                        probe(&settings, &service, &repo, &mut pending);
-                        continue;
                     } else {
                         continue;
                     }
