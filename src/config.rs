@@ -65,6 +65,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub ssh: SshSettings,
     pub homeassistant: HomeAssistantSettings,
+    /// Repository health probes (see `health`).
+    pub health: crate::health::HealthSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -84,6 +86,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             ssh: SshSettings::default(),
             homeassistant: HomeAssistantSettings::default(),
+            health: crate::health::HealthSettings::default(),
             repositories: BTreeMap::new(),
         }
     }
@@ -233,6 +236,8 @@ pub struct HomeAssistantSettings {
     pub discovery: bool,
     /// Home Assistant's discovery prefix.
     pub prefix: String,
+    /// The devices' "Visit" link (default: the HTTP sidecar on a specific address).
+    pub configuration_url: Option<String>,
 }
 
 impl Default for HomeAssistantSettings {
@@ -240,6 +245,7 @@ impl Default for HomeAssistantSettings {
         Self {
             discovery: false,
             prefix: "homeassistant".into(),
+            configuration_url: None,
         }
     }
 }

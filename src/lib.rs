@@ -25,6 +25,7 @@ pub mod config;
 pub mod docker;
 pub mod emergency;
 pub mod exec;
+pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod locks;

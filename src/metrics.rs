@@ -160,6 +160,25 @@ fn record_skipped(repo: &str, data: Option<&serde_json::Value>) {
     }
 }
 
+/// A repository's health (see `health`): when its newest complete archive was
+/// made, read from the repository, and whether it needs attention (alert on
+/// `bmqtt_repository_problem == 1`).
+pub fn health(repo: &str, report: &serde_json::Value) {
+    let problem = report["problem"].as_bool() == Some(true);
+    metrics::gauge!("bmqtt_repository_problem", "repository" => repo.to_string()).set(if problem {
+        1.0
+    } else {
+        0.0
+    });
+    let success = report["last_success"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    if let Some(t) = success {
+        metrics::gauge!("bmqtt_repository_last_success_timestamp_seconds", "repository" => repo.to_string())
+            .set(t.timestamp() as f64);
+    }
+}
+
 /// The text exposition, with live gauges refreshed first.
 pub fn render(handle: &PrometheusHandle, engine: &JobEngine, mqtt: Option<&MqttStatus>) -> String {
     metrics::gauge!("bmqtt_jobs_running").set(engine.count(JobState::Running) as f64);

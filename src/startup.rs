@@ -77,6 +77,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     };
     let mut mqtt = Mqtt::start(&settings, service.clone())?;
     let http_stop = CancellationToken::new();
+    let (sink, topics) = (mqtt.retained_sink(), mqtt.topics().clone());
+    crate::health::spawn(
+        settings.clone(),
+        service.clone(),
+        std::sync::Arc::new(move |repo: &str, report: &serde_json::Value| {
+            sink(topics.repo_health(repo), report.to_string())
+        }),
+        http_stop.clone(),
+    );
     let http = listener.map(|listener| {
         let state = crate::http::AppState::new(
             service.clone(),

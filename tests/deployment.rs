@@ -202,10 +202,7 @@ async fn the_acl_grants_each_user_what_it_needs_and_nothing_more() {
         .unwrap();
     worker.wait_for(|m| m.text() == secret).await;
     for spy in [&nodered, &ha] {
-        assert!(
-            !spy.all_text().contains(&secret),
-            "a client read a command"
-        );
+        assert!(!spy.all_text().contains(&secret), "a client read a command");
     }
 }
 

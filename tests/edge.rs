@@ -665,7 +665,8 @@ fn deployment_broker(dir: &Path) -> (u16, Child, [(&'static str, String); 3]) {
     for block in blocks {
         let own: Vec<&str> = block.lines().take_while(|l| !l.trim().is_empty()).collect();
         assert!(
-            own.iter().any(|l| l.trim() == "use_username_as_clientid true"),
+            own.iter()
+                .any(|l| l.trim() == "use_username_as_clientid true"),
             "listener {} lacks use_username_as_clientid true",
             own.first().unwrap_or(&"")
         );

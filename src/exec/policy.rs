@@ -483,7 +483,10 @@ mod tests {
             e.insert(extra.into(), "0".into());
             let err = p.decide(M, &argv(&["/daily-backup.sh"]), &e).unwrap_err();
             // Client values are quoted at most 16 characters long (redact::quote).
-            assert!(err.to_string().contains(&extra[..extra.len().min(16)]), "{err}");
+            assert!(
+                err.to_string().contains(&extra[..extra.len().min(16)]),
+                "{err}"
+            );
         }
         for spelling in [
             "//daily-backup.sh",

@@ -84,6 +84,9 @@ struct Shared {
     redactor: Redactor,
     tracker: TaskTracker,
     closing: CancellationToken,
+    /// Jobs found running at start-up (now `interrupted`): their results are
+    /// announced once, so clients learn how those jobs ended.
+    interrupted: Mutex<Vec<JobId>>,
 }
 
 /// Cheap to clone; all clones drive one engine.
@@ -106,7 +109,11 @@ impl JobEngine {
         settings: JobSettings,
         redactor: Redactor,
     ) -> Result<JobEngine, super::StoreError> {
-        store.mark_interrupted()?;
+        let interrupted: Vec<JobId> = store
+            .mark_interrupted()?
+            .into_iter()
+            .map(|r| r.job_id)
+            .collect();
         let mut jobs = BTreeMap::new();
         for (record, data) in store.load_all()? {
             jobs.insert(
@@ -133,6 +140,7 @@ impl JobEngine {
                 redactor,
                 tracker: TaskTracker::new(),
                 closing: CancellationToken::new(),
+                interrupted: Mutex::new(interrupted),
             }),
         };
         engine.spawn_expiry();
@@ -155,6 +163,12 @@ impl JobEngine {
     pub fn announce_all(&self) {
         for rec in self.list(None, usize::MAX) {
             self.shared.events.emit(JobEvent::State(Arc::new(rec)));
+        }
+        let interrupted = std::mem::take(&mut *lock(&self.shared.interrupted));
+        for id in interrupted {
+            if let Some(r) = self.result(id) {
+                self.shared.events.emit(JobEvent::Result(Arc::new(r)));
+            }
         }
     }
 

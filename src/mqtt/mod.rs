@@ -128,6 +128,7 @@ impl Mqtt {
                 .to_string(),
             node: settings.node_id(),
             state_file: settings.state_dir.join("ha-discovery.json"),
+            configuration_url: discovery_url(settings),
         });
         let dispatch = Arc::new(Dispatch {
             out: out.clone(),
@@ -147,6 +148,7 @@ impl Mqtt {
             Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
             stop_connection.clone(),
         ));
+        let labels = service.borgmatic().labels();
         let dispatcher = tokio::spawn(dispatch_task(
             req_rx,
             dispatch,
@@ -159,6 +161,7 @@ impl Mqtt {
             QoS::AtLeastOnce
         };
         let publisher = tokio::spawn(publish_task(
+            labels,
             events,
             out,
             topics.clone(),
@@ -177,6 +180,21 @@ impl Mqtt {
             stop_connection,
             status,
         })
+    }
+
+    /// Publishes a retained message from outside the job events (the health
+    /// prober); queued while the broker is away.
+    pub fn retained_sink(&self) -> impl Fn(String, String) + Send + Sync + 'static {
+        let client = self.client.clone();
+        move |topic, payload| {
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
+                tracing::warn!(error = %e, "could not queue a retained message");
+            }
+        }
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// Stops taking new commands (call before interrupting jobs).
@@ -214,6 +232,18 @@ struct HaConfig {
     node: String,
     /// Labels published last time, so vanished repositories can be removed.
     state_file: std::path::PathBuf,
+    configuration_url: Option<String>,
+}
+
+/// The devices' "Visit" link: the configured one, else the HTTP sidecar when it
+/// listens on a specific address (a wildcard bind names no reachable host).
+fn discovery_url(settings: &Settings) -> Option<String> {
+    if let Some(url) = &settings.homeassistant.configuration_url {
+        // Home Assistant refuses a whole config with another scheme.
+        return (url.starts_with("http://") || url.starts_with("https://")).then(|| url.clone());
+    }
+    let addr: std::net::SocketAddr = settings.http.listen.parse().ok()?;
+    (!addr.ip().is_unspecified()).then(|| format!("http://{addr}/"))
 }
 
 impl HaConfig {
@@ -229,12 +259,18 @@ async fn publish_discovery(out: &Out, topics: &Topics, ha: &HaConfig, labels: &[
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let mut messages = Vec::new();
+    let d = discovery::Discovery {
+        prefix: &ha.prefix,
+        node: &ha.node,
+        topics,
+        configuration_url: ha.configuration_url.as_deref(),
+    };
+    let mut messages = d.worker_entities();
     for gone in before.iter().filter(|l| !labels.contains(l)) {
-        messages.extend(discovery::removals(&ha.prefix, &ha.node, gone));
+        messages.extend(d.removals(gone));
     }
     for label in labels {
-        messages.extend(discovery::entities(&ha.prefix, &ha.node, topics, label));
+        messages.extend(d.entities(label));
     }
     for m in messages {
         let payload = m.payload.map(|p| p.to_string()).unwrap_or_default();
@@ -340,13 +376,16 @@ async fn connection_task(
 
 /// A Home Assistant button press: the same request as `backup/run` or
 /// `backup/verify` with the write role (the broker ACL guards the topic).
-async fn ha_button(service: &Service, repository: &str, action: &str) {
-    let command = match action {
-        "run" => "backup/run",
-        "verify" => "backup/verify",
-        _ => return,
+async fn ha_button(out: &Out, topics: &Topics, service: &Service, repository: &str, action: &str) {
+    let (command, body) = match discovery::button_request(service.engine(), repository, action) {
+        None => return,
+        Some(Ok(request)) => request,
+        Some(Err(why)) => {
+            refused(out, topics, repository, action, "not_found", &why).await;
+            return;
+        }
     };
-    let body = serde_json::json!({ "repository": repository }).to_string();
+    let body = body.to_string();
     let resp = service
         .handle(Request {
             transport: crate::service::Transport::Mqtt,
@@ -360,6 +399,31 @@ async fn ha_button(service: &Service, repository: &str, action: &str) {
         .await;
     if let Some(e) = &resp.error {
         tracing::warn!(code = e.code.as_str(), message = %e.message, "a Home Assistant button was refused");
+        refused(out, topics, repository, action, e.code.as_str(), &e.message).await;
+    }
+}
+
+/// The user pressed and nothing ran: tell them where they look (the event entity).
+async fn refused(
+    out: &Out,
+    topics: &Topics,
+    repository: &str,
+    action: &str,
+    code: &str,
+    message: &str,
+) {
+    let event = summary::press_refused(action, code, message);
+    if let Err(e) = out
+        .publish(
+            topics.repo_event(repository),
+            QoS::AtLeastOnce,
+            false,
+            Bytes::from(event.to_string()),
+            None,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not publish a refused press");
     }
 }
 
@@ -421,7 +485,7 @@ impl Dispatch {
         }
         if let Some((repository, action)) = self.topics.parse_ha_button(topic) {
             if ha.enabled && !p.retain {
-                ha_button(&self.service, repository, action).await;
+                ha_button(&self.out, &self.topics, &self.service, repository, action).await;
             }
             return;
         }
@@ -619,6 +683,7 @@ async fn dispatch_task(
 /// lines are dropped (they stay readable over HTTP and `job/log`) so a broker outage
 /// never stalls a backup; states and results queue in the client for the reconnect.
 async fn publish_task(
+    repositories: Vec<String>,
     mut events: ReliableEvents,
     out: Out,
     topics: Topics,
@@ -634,6 +699,24 @@ async fn publish_task(
         last_state: HashMap::new(),
         dropped_lines: 0,
     };
+    // Nothing writes to any repository yet: `running` has a value before the first
+    // job (queued ahead of every job event, so a job's ON comes after it).
+    for repo in &repositories {
+        for (topic, payload) in [
+            (p.topics.running(repo), "OFF".to_string()),
+            (
+                p.topics.repo_progress(repo),
+                summary::idle_progress().to_string(),
+            ),
+        ] {
+            if let Err(e) =
+                p.out
+                    .try_publish(topic, QoS::AtLeastOnce, true, Bytes::from(payload), None)
+            {
+                tracing::warn!(error = %e, "could not queue a repository's idle state");
+            }
+        }
+    }
     loop {
         let event = tokio::select! {
             biased;
@@ -738,16 +821,8 @@ fn messages(
         JobEvent::State(rec) => {
             let payload = Bytes::from(serde_json::to_vec(&*rec).unwrap_or_default());
             let changed = last_state.insert(rec.job_id, rec.state) != Some(rec.state);
-            if (changed && rec.state == JobState::Running) || rec.state.is_final() {
-                if let Some(repo) = &rec.repository {
-                    let on = if rec.state == JobState::Running {
-                        "ON"
-                    } else {
-                        "OFF"
-                    };
-                    out.push(Message::new(topics.running(repo), true, on));
-                }
-            }
+            // `running` goes OFF with the result (see below), never before it.
+            out.extend(running_messages(topics, &rec, changed));
             out.push(Message::new(
                 topics.job_state(rec.job_id),
                 true,
@@ -759,13 +834,9 @@ fn messages(
         }
         JobEvent::Result(result) => {
             last_state.remove(&result.record.job_id);
-            if let Some((repo, kind, summary)) = summary::last_summary(&result) {
-                out.push(Message::new(
-                    topics.last(&repo, kind),
-                    true,
-                    summary.to_string(),
-                ));
-            }
+            // The summary first, then `running` OFF: whoever waits for OFF then
+            // reads the new result, never the previous one.
+            out.extend(result_messages(topics, &result));
             let payload = serde_json::to_vec(&*result).unwrap_or_default();
             let smaller = result_without_data(&result, payload.len());
             let mut m = Message::new(topics.job_result(result.record.job_id), false, payload);
@@ -778,6 +849,55 @@ fn messages(
             out.push(Message::new(topics.job_state(id), true, Bytes::new()));
         }
         JobEvent::Log(_) => {}
+    }
+    out
+}
+
+/// `running` ON (and the progress) while a job that writes to the repository runs.
+fn running_messages(topics: &Topics, rec: &crate::jobs::JobRecord, changed: bool) -> Vec<Message> {
+    let mut out = Vec::new();
+    let Some(repo) = rec.repository.as_deref() else {
+        return out;
+    };
+    if rec.state != JobState::Running || !summary::marks_running(&rec.command) {
+        return out;
+    }
+    if changed {
+        out.push(Message::new(topics.running(repo), true, "ON"));
+    }
+    let progress = summary::progress(&rec.job_id.to_string(), &rec.command, rec.progress.as_ref());
+    out.push(Message::new(
+        topics.repo_progress(repo),
+        true,
+        progress.to_string(),
+    ));
+    out
+}
+
+/// A result's retained summary and its event, then `running` OFF.
+fn result_messages(topics: &Topics, result: &crate::jobs::JobResult) -> Vec<Message> {
+    let mut out = Vec::new();
+    if let Some((repo, kind, summary)) = summary::last_summary(result) {
+        out.push(Message::new(
+            topics.last(&repo, kind),
+            true,
+            summary.to_string(),
+        ));
+        out.push(Message::new(
+            topics.repo_event(&repo),
+            false,
+            summary::event(kind, &summary).to_string(),
+        ));
+    }
+    if let Some(repo) = result.record.repository.as_deref() {
+        if summary::marks_running(&result.record.command) {
+            out.push(Message::new(topics.running(repo), true, "OFF"));
+            out.push(Message::new(
+                topics.repo_progress(repo),
+                true,
+                summary::idle_progress().to_string(),
+            ));
+        }
     }
     out
 }

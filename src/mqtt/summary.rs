@@ -72,6 +72,84 @@ pub fn last_summary(r: &JobResult) -> Option<(String, &'static str, Value)> {
     }
 }
 
+/// Commands whose job makes the repository's "backup running" sensor ON: those
+/// that write to the repository (a backup, or the maintenance that rewrites it).
+/// Reads (listings, verification, checks, mounts) leave it OFF.
+pub fn marks_running(command: &str) -> bool {
+    matches!(
+        command,
+        "backup/run" | "aio/backup" | "repo/prune" | "repo/compact"
+    )
+}
+
+/// Every `event_type` the per-repository event entity can carry.
+pub const EVENT_TYPES: &[&str] = &[
+    "backup_succeeded",
+    "backup_partial",
+    "backup_warning",
+    "backup_failed",
+    "backup_cancelled",
+    "backup_interrupted",
+    "verify_succeeded",
+    "verify_failed",
+    "verify_cancelled",
+    "verify_interrupted",
+    "press_refused",
+];
+
+/// The non-retained event a finished backup or verification gives (published on
+/// `repos/<repository>/event` so that every occurrence reaches Home Assistant,
+/// two failures in a row included), built from the summary.
+pub fn event(kind: &str, summary: &Value) -> Value {
+    let result = summary["result"].as_str().unwrap_or("failed");
+    let word = match (kind, result) {
+        ("verify", "warning") => "failed",
+        ("verify", r) => r,
+        (_, r) => r,
+    };
+    let mut e = json!({
+        "event_type": format!("{kind}_{word}"),
+        "job_id": summary["job_id"],
+        "archive": summary["archive"],
+        "error": summary["error"],
+        "finished_at": summary["finished_at"],
+    });
+    if kind == "backup" {
+        e["skipped_files"] = summary["skipped_files"].clone();
+    }
+    e
+}
+
+/// The event of a Home Assistant button press the worker refused (`busy`, rate
+/// limited, ...): the user pressed, nothing ran, and they must learn why.
+pub fn press_refused(action: &str, code: &str, message: &str) -> Value {
+    json!({
+        "event_type": "press_refused",
+        "action": action,
+        "code": code,
+        "error": message,
+    })
+}
+
+/// What `repos/<repository>/progress` carries while a writing job runs: the bytes
+/// and files borg went through so far (and a percent when borg gives one).
+pub fn progress(job_id: &str, command: &str, progress: Option<&Value>) -> Value {
+    let p = progress.cloned().unwrap_or(Value::Null);
+    json!({
+        "active": true,
+        "job_id": job_id,
+        "command": command,
+        "bytes": p.get("original_size").cloned().unwrap_or(Value::Null),
+        "files": p.get("nfiles").cloned().unwrap_or(Value::Null),
+        "percent": p.get("percent").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `repos/<repository>/progress` when nothing writes to the repository.
+pub fn idle_progress() -> Value {
+    json!({ "active": false, "bytes": null, "files": null, "percent": null })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +201,29 @@ mod tests {
         );
         // Dry runs leave the summary alone.
         assert!(last_summary(&result(JobState::Succeeded, json!({"dry_run": true}))).is_none());
+    }
+
+    #[test]
+    fn every_result_gives_an_event_of_a_declared_type() {
+        for (kind, result) in [
+            ("backup", "succeeded"),
+            ("backup", "partial"),
+            ("backup", "warning"),
+            ("backup", "failed"),
+            ("backup", "cancelled"),
+            ("backup", "interrupted"),
+            ("verify", "succeeded"),
+            ("verify", "warning"),
+            ("verify", "failed"),
+            ("verify", "cancelled"),
+            ("verify", "interrupted"),
+        ] {
+            let e = event(kind, &json!({"result": result, "job_id": "j"}));
+            let t = e["event_type"].as_str().unwrap();
+            assert!(EVENT_TYPES.contains(&t), "{t}");
+        }
+        assert!(EVENT_TYPES.contains(&"press_refused"));
+        assert!(marks_running("backup/run") && !marks_running("archive/list"));
+        assert!(!marks_running("backup/verify") && !marks_running("repo/check"));
     }
 }

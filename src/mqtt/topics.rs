@@ -95,6 +95,19 @@ impl Topics {
     pub fn running(&self, repository: &str) -> String {
         format!("{}/repos/{repository}/running", self.base)
     }
+    /// Non-retained: one message per finished backup/verification or refused
+    /// button press (Home Assistant's event entity).
+    pub fn repo_event(&self, repository: &str) -> String {
+        format!("{}/repos/{repository}/event", self.base)
+    }
+    /// Retained: how far the writing job on the repository got.
+    pub fn repo_progress(&self, repository: &str) -> String {
+        format!("{}/repos/{repository}/progress", self.base)
+    }
+    /// Retained: the repository's health, computed from its newest archive.
+    pub fn repo_health(&self, repository: &str) -> String {
+        format!("{}/repos/{repository}/health", self.base)
+    }
     /// Where a Home Assistant button presses (`run` or `verify`).
     pub fn ha_button(&self, repository: &str, action: &str) -> String {
         format!("{}/ha/{repository}/{action}", self.base)

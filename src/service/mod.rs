@@ -126,6 +126,11 @@ impl Service {
         &self.engine
     }
 
+    /// The borgmatic task builder (the repository health prober, the labels).
+    pub fn borgmatic(&self) -> &Borgmatic {
+        &self.borgmatic
+    }
+
     /// The Docker engine (readiness).
     pub fn docker(&self) -> &Engine {
         &self.docker

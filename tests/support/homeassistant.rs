@@ -49,7 +49,8 @@ impl HomeAssistant {
                  http:\n  server_host: 127.0.0.1\n  server_port: {port}\n\
                  logger:\n  default: warning\n\
                  api:\nconfig:\nautomation: !include automations.yaml\n\
-                 input_boolean:\n"
+                 input_boolean:\n\
+                 counter:\n  notified_1:\n  notified_2:\n  notified_3:\n"
             ),
         )
         .unwrap();
@@ -282,4 +283,30 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Runs Home Assistant's own `check_config` on a configuration with these
+/// automations; returns whether it passed and its output.
+pub fn check_config(automations: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("configuration.yaml"),
+        "homeassistant:\n  name: check\n  time_zone: UTC\nmqtt:\nnotify:\nautomation: !include automations.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("automations.yaml"), automations).unwrap();
+    let out = Command::new(hass_bin())
+        .args(["--script", "check_config", "-c"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && !text.contains("Invalid config"),
+        text,
+    )
 }
