@@ -310,6 +310,7 @@ fn probe(
         task: Box::new(task),
         secrets: Vec::new(),
         bypass_limit: false,
+        background: true,
     };
     match service.engine().submit(spec) {
         Ok(rec) => {

@@ -38,6 +38,11 @@ pub struct JobSpec {
     pub secrets: Vec<String>,
     /// Runs at once even when `jobs.max_concurrent` jobs run (emergency stop).
     pub bypass_limit: bool,
+    /// The worker's own background work (repository health probes): it is refused
+    /// (`busy`) when anything holds its locks, and a client's job that finds only
+    /// background work holding them waits for it instead of being refused — a probe
+    /// never makes a client's request `busy`.
+    pub background: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -69,10 +74,20 @@ struct Job {
     data: Mutex<Option<Value>>,
 }
 
+/// Who holds a lock key.
+#[derive(Clone)]
+struct Holder {
+    job_id: JobId,
+    /// Background work, which a client's job waits for rather than meets as `busy`.
+    background: bool,
+    /// Cancelled when the holder has released its locks.
+    released: CancellationToken,
+}
+
 struct Shared {
     jobs: Mutex<BTreeMap<JobId, Arc<Job>>>,
-    /// Repository label → the job holding it.
-    active: Mutex<HashMap<String, JobId>>,
+    /// Lock key (`repo:<label>`, `aio`, …) → the job holding it.
+    active: Mutex<HashMap<String, Holder>>,
     /// The `max_concurrent` running slots, writes first.
     slots: Arc<Slots>,
     /// Jobs waiting for a slot, by [`Line`]: capped per line, so queued jobs (and
@@ -196,13 +211,18 @@ impl JobEngine {
             }
             queued[line as usize] += 1;
         }
+        let released = CancellationToken::new();
+        // Background holders this job waits for before it runs.
+        let mut wait_for = Vec::new();
         {
             let mut active = lock(&self.shared.active);
-            if let Some((key, holder)) = spec
-                .locks
-                .iter()
-                .find_map(|k| active.get(k).map(|h| (k, *h)))
-            {
+            let blocking = spec.locks.iter().find_map(|k| {
+                active
+                    .get(k)
+                    .filter(|h| spec.background || !h.background)
+                    .map(|h| (k, h.job_id))
+            });
+            if let Some((key, holder)) = blocking {
                 if let Some(line) = line {
                     lock(&self.shared.queued)[line as usize] -= 1;
                 }
@@ -212,7 +232,14 @@ impl JobEngine {
                 });
             }
             for key in &spec.locks {
-                active.insert(key.clone(), job_id);
+                let holder = Holder {
+                    job_id,
+                    background: spec.background,
+                    released: released.clone(),
+                };
+                if let Some(previous) = active.insert(key.clone(), holder) {
+                    wait_for.push(previous.released);
+                }
             }
         }
         let redactor = if spec.secrets.is_empty() {
@@ -245,7 +272,15 @@ impl JobEngine {
         );
         let shared = self.shared.clone();
         self.shared.tracker.spawn(
-            run_job(shared, job, spec.task, spec.timeout, spec.locks, line).instrument(span),
+            run_job(
+                shared,
+                job,
+                spec.task,
+                (spec.timeout, spec.locks, released),
+                wait_for,
+                line,
+            )
+            .instrument(span),
         );
         Ok(record)
     }
@@ -504,10 +539,16 @@ async fn run_job(
     shared: Arc<Shared>,
     job: Arc<Job>,
     task: Box<dyn Task>,
-    timeout: Duration,
-    locks: Vec<String>,
+    (timeout, locks, released): (Duration, Vec<String>, CancellationToken),
+    wait_for: Vec<CancellationToken>,
     line: Option<Line>,
 ) {
+    // First the background work this job took its locks over from: it ends within
+    // its own timeout, and waiting for it even when this job is cancelled keeps two
+    // jobs from ever running on one repository at once.
+    for holder in wait_for {
+        holder.cancelled().await;
+    }
     // `None`: cancelled while queued; `Some(None)`: runs without a slot.
     let permit = match line {
         // Emergency stop: never waits behind the jobs it may have to stop.
@@ -553,6 +594,7 @@ async fn run_job(
         }
     };
     finish(&shared, &job, outcome, timeout, &locks);
+    released.cancel();
 }
 
 fn finish(
@@ -603,7 +645,7 @@ fn finish(
     {
         let mut active = lock(&shared.active);
         for key in locks {
-            if active.get(key) == Some(&record.job_id) {
+            if active.get(key).is_some_and(|h| h.job_id == record.job_id) {
                 active.remove(key);
             }
         }
@@ -672,6 +714,7 @@ mod tests {
             task: Box::new(task),
             secrets: vec![],
             bypass_limit: false,
+            background: false,
         }
     }
 
@@ -705,6 +748,59 @@ mod tests {
             vec![1, 2, 3, 4, 5]
         );
         assert!(lines.iter().all(|l| !l.line.contains("secret-value-123")));
+    }
+
+    #[tokio::test]
+    async fn a_client_job_waits_for_background_work_instead_of_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), 2);
+        let mut rx = e.subscribe();
+        let hold = || Scripted {
+            lines: 0,
+            wait_for_cancel: true,
+            state: JobState::Succeeded,
+        };
+        let mut probe = spec("a", hold(), Duration::from_secs(60));
+        probe.background = true;
+        let probe = e.submit(probe).unwrap();
+        // A client's job takes the repository over and waits, queued.
+        let client = e
+            .submit(spec("a", hold(), Duration::from_secs(60)))
+            .unwrap();
+        // Background work meets anything that holds the repository as `busy`, and
+        // so does a second client job (the first client job holds it now).
+        let mut second_probe = spec("a", hold(), Duration::from_secs(60));
+        second_probe.background = true;
+        assert!(matches!(
+            e.submit(second_probe),
+            Err(SubmitError::Busy { job_id, .. }) if job_id == client.job_id
+        ));
+        assert!(matches!(
+            e.submit(spec("a", hold(), Duration::from_secs(60))),
+            Err(SubmitError::Busy { job_id, .. }) if job_id == client.job_id
+        ));
+        assert_eq!(e.get(client.job_id).unwrap().state, JobState::Queued);
+        // The client's job starts only after the probe has ended.
+        e.cancel(probe.job_id, CancelReason::User).unwrap();
+        let ended = until_final(&mut rx, probe.job_id).await;
+        let started = loop {
+            if let JobEvent::State(r) = rx.recv().await.unwrap() {
+                if r.job_id == client.job_id && r.state == JobState::Running {
+                    break r;
+                }
+            }
+        };
+        assert!(started.started_at.unwrap() >= ended.record.finished_at.unwrap());
+        e.cancel(client.job_id, CancelReason::User).unwrap();
+        assert_eq!(
+            until_final(&mut rx, client.job_id).await.record.state,
+            JobState::Cancelled
+        );
+        // Nothing holds the repository any more.
+        let last = e
+            .submit(spec("a", hold(), Duration::from_secs(60)))
+            .unwrap();
+        e.cancel(last.job_id, CancelReason::User).unwrap();
     }
 
     #[tokio::test]
@@ -827,6 +923,7 @@ mod tests {
             task: Box::new(task),
             secrets: vec![],
             bypass_limit: false,
+            background: false,
         };
         let holder = e
             .submit(spec("a", hold(), Duration::from_secs(60)))

@@ -766,6 +766,7 @@ impl Service {
             task,
             secrets,
             bypass_limit: name == CommandName::EmergencyStop,
+            background: false,
         };
         match self.engine.submit(spec) {
             Ok(record) => Ok(Response::ok(rid, Some(record.job_id), to_value(&record))),
