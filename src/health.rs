@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{CommandName, JobId, RepositoryLabel};
+use crate::command::{CommandName, RepositoryLabel};
 use crate::config::Settings;
 use crate::exec::borgmatic::{Action, JobSecrets};
 use crate::jobs::{repo_lock, JobEvent, JobResult, JobSpec, JobState};
@@ -239,7 +239,8 @@ pub fn spawn(settings: Arc<Settings>, service: Arc<Service>, sink: Sink, stop: C
                 }
             }
         }
-        let mut pending: HashMap<JobId, String> = HashMap::new();
+        // Probe results, private to the prober (see `JobSpec::background`).
+        let (probed_tx, mut probed) = tokio::sync::mpsc::channel::<(String, JobResult)>(64);
         let every = match settings.health.probe_interval_secs {
             0 => Duration::from_secs(365 * 24 * 3600),
             s => Duration::from_secs(s),
@@ -250,8 +251,19 @@ pub fn spawn(settings: Arc<Settings>, service: Arc<Service>, sink: Sink, stop: C
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     for label in service.borgmatic().labels() {
-                        probe(&settings, &service, &label, &mut pending);
+                        probe(&settings, &service, &label, &probed_tx);
                     }
+                }
+                Some((repo, r)) = probed.recv() => {
+                    // Stopped for a client's job, or at shutdown: it says nothing.
+                    if r.record.state == JobState::Cancelled
+                        || r.record.state == JobState::Interrupted
+                    {
+                        continue;
+                    }
+                    let health = repos.entry(repo.clone()).or_default();
+                    health.probed(&r, Utc::now());
+                    publish(&sink, &repo, health, max_age);
                 }
                 e = events.recv() => {
                     let Some(JobEvent::Result(r)) = e else {
@@ -259,11 +271,8 @@ pub fn spawn(settings: Arc<Settings>, service: Arc<Service>, sink: Sink, stop: C
                         continue;
                     };
                     let Some(repo) = r.record.repository.clone() else { continue };
-                    let now = Utc::now();
                     let health = repos.entry(repo.clone()).or_default();
-                    if pending.remove(&r.record.job_id).is_some() {
-                        health.probed(&r, now);
-                    } else if matches!(r.record.command.as_str(), "backup/run" | "backup/verify") {
+                    if matches!(r.record.command.as_str(), "backup/run" | "backup/verify") {
                         health.record(&r);
                     } else {
                         continue;
@@ -281,12 +290,12 @@ fn publish(sink: &Sink, repo: &str, health: &RepoHealth, max_age: Duration) {
     sink(repo, &report);
 }
 
-/// Submits a probe job unless the repository is busy (its end probes again).
+/// Submits a probe unless the repository is busy; its result reaches `probed`.
 fn probe(
     settings: &Settings,
     service: &Service,
     label: &str,
-    pending: &mut HashMap<JobId, String>,
+    probed: &tokio::sync::mpsc::Sender<(String, JobResult)>,
 ) {
     let Ok(parsed) = RepositoryLabel::parse(label) else {
         return;
@@ -309,12 +318,19 @@ fn probe(
         timeout: settings.jobs.timeout_for("archive/list"),
         task: Box::new(task),
         secrets: Vec::new(),
-        bypass_limit: false,
+        // Never takes a client's running place (a probe yields to clients anyway).
+        bypass_limit: true,
         background: true,
     };
-    match service.engine().submit(spec) {
-        Ok(rec) => {
-            pending.insert(rec.job_id, label.to_string());
+    match service.engine().submit_background(spec) {
+        Ok(done) => {
+            let probed = probed.clone();
+            let label = label.to_string();
+            tokio::spawn(async move {
+                if let Ok(result) = done.await {
+                    let _ = probed.send((label, result)).await;
+                }
+            });
         }
         Err(e) => tracing::debug!(repository = label, error = %e, "health probe skipped"),
     }

@@ -38,10 +38,12 @@ pub struct JobSpec {
     pub secrets: Vec<String>,
     /// Runs at once even when `jobs.max_concurrent` jobs run (emergency stop).
     pub bypass_limit: bool,
-    /// The worker's own background work (repository health probes): it is refused
-    /// (`busy`) when anything holds its locks, and a client's job that finds only
-    /// background work holding them waits for it instead of being refused — a probe
-    /// never makes a client's request `busy`.
+    /// The worker's own background work (repository health probes), submitted with
+    /// [`JobEngine::submit_background`]: refused (`busy`) when anything holds its
+    /// locks, while a client's job that finds only background work holding them
+    /// stops that work and waits for its process to end instead — a probe never
+    /// makes a client's request `busy` nor holds it up. It is private to its
+    /// submitter: never listed, published, stored or counted.
     pub background: bool,
 }
 
@@ -65,6 +67,9 @@ pub enum CancelError {
 
 struct Job {
     record: Mutex<JobRecord>,
+    /// Background work: its result goes to `report`, never to listeners or the store.
+    background: bool,
+    report: Mutex<Option<tokio::sync::oneshot::Sender<JobResult>>>,
     /// The engine's redactor, plus this job's own secrets.
     redactor: Redactor,
     /// `None` once the job ended and its lines live in the store.
@@ -134,6 +139,8 @@ impl JobEngine {
             jobs.insert(
                 record.job_id,
                 Arc::new(Job {
+                    background: false,
+                    report: Mutex::new(None),
                     redactor: redactor.clone(),
                     record: Mutex::new(record),
                     log: Mutex::new(None),
@@ -188,7 +195,28 @@ impl JobEngine {
     }
 
     /// Starts a job, or refuses when its repository is busy.
-    pub fn submit(&self, spec: JobSpec) -> Result<JobRecord, SubmitError> {
+    pub fn submit(&self, mut spec: JobSpec) -> Result<JobRecord, SubmitError> {
+        spec.background = false;
+        self.start(spec, None)
+    }
+
+    /// Starts the worker's own background work (see [`JobSpec::background`]); its
+    /// result arrives on the receiver only.
+    pub fn submit_background(
+        &self,
+        mut spec: JobSpec,
+    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, SubmitError> {
+        spec.background = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.start(spec, Some(tx))?;
+        Ok(rx)
+    }
+
+    fn start(
+        &self,
+        spec: JobSpec,
+        report: Option<tokio::sync::oneshot::Sender<JobResult>>,
+    ) -> Result<JobRecord, SubmitError> {
         if self.shared.closing.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
@@ -238,16 +266,27 @@ impl JobEngine {
                     released: released.clone(),
                 };
                 if let Some(previous) = active.insert(key.clone(), holder) {
-                    wait_for.push(previous.released);
+                    wait_for.push((previous.job_id, previous.released));
                 }
             }
         }
+        // Background work yields: it is asked to stop, and this job starts as soon as
+        // its process has ended.
+        for (holder, _) in &wait_for {
+            if let Some(j) = self.job(*holder) {
+                lock(&j.reason).get_or_insert(CancelReason::User);
+                j.cancel.cancel();
+            }
+        }
+        let wait_for: Vec<CancellationToken> = wait_for.into_iter().map(|(_, r)| r).collect();
         let redactor = if spec.secrets.is_empty() {
             self.shared.redactor.clone()
         } else {
             self.shared.redactor.with(spec.secrets)
         };
         let job = Arc::new(Job {
+            background: spec.background,
+            report: Mutex::new(report),
             redactor,
             record: Mutex::new(record.clone()),
             log: Mutex::new(Some(LogBuffer::new(
@@ -259,10 +298,12 @@ impl JobEngine {
             data: Mutex::new(None),
         });
         lock(&self.shared.jobs).insert(job_id, job.clone());
-        self.persist(&record, None);
-        self.shared
-            .events
-            .emit(JobEvent::State(Arc::new(record.clone())));
+        if !spec.background {
+            self.persist(&record, None);
+            self.shared
+                .events
+                .emit(JobEvent::State(Arc::new(record.clone())));
+        }
 
         let span = tracing::info_span!(
             "job",
@@ -317,6 +358,7 @@ impl JobEngine {
         let jobs = lock(&self.shared.jobs);
         jobs.values()
             .rev()
+            .filter(|j| !j.background)
             .map(|j| lock(&j.record).clone())
             .filter(|r| state.is_none_or(|s| r.state == s))
             .take(limit)
@@ -480,7 +522,12 @@ fn expire(shared: &Shared, ttl: Duration) {
         })
         .collect();
     for id in expired {
-        lock(&shared.jobs).remove(&id);
+        let Some(job) = lock(&shared.jobs).remove(&id) else {
+            continue;
+        };
+        if job.background {
+            continue;
+        }
         if let Err(e) = shared.store.delete(id) {
             tracing::error!(error = %e, job_id = %id, "could not forget job");
         }
@@ -506,7 +553,9 @@ impl TaskContext {
             buf.push(stream, text)
         };
         lock(&self.job.record).lines = line.line.seq;
-        self.shared.events.emit(JobEvent::Log(line));
+        if !self.job.background {
+            self.shared.events.emit(JobEvent::Log(line));
+        }
     }
 
     /// The pause point a task reading a child's output awaits between reads.
@@ -521,7 +570,9 @@ impl TaskContext {
             r.progress = Some(progress);
             r.clone()
         };
-        self.shared.events.emit(JobEvent::State(Arc::new(record)));
+        if !self.job.background {
+            self.shared.events.emit(JobEvent::State(Arc::new(record)));
+        }
     }
 
     /// The id of the job this task runs as.
@@ -543,12 +594,6 @@ async fn run_job(
     wait_for: Vec<CancellationToken>,
     line: Option<Line>,
 ) {
-    // First the background work this job took its locks over from: it ends within
-    // its own timeout, and waiting for it even when this job is cancelled keeps two
-    // jobs from ever running on one repository at once.
-    for holder in wait_for {
-        holder.cancelled().await;
-    }
     // `None`: cancelled while queued; `Some(None)`: runs without a slot.
     let permit = match line {
         // Emergency stop: never waits behind the jobs it may have to stop.
@@ -562,6 +607,13 @@ async fn run_job(
             slot
         }
     };
+    // Then the background work this job took its locks over from (asked to stop at
+    // submission). The place is taken first so queue priority holds; waiting even
+    // when this job is cancelled keeps two jobs from ever running on one
+    // repository at once.
+    for holder in wait_for {
+        holder.cancelled().await;
+    }
     let outcome = match permit {
         None => None,
         Some(permit) => {
@@ -571,8 +623,10 @@ async fn run_job(
                 r.started_at = Some(Utc::now());
                 r.clone()
             };
-            persist(&shared.store, &record, None);
-            shared.events.emit(JobEvent::State(Arc::new(record)));
+            if !job.background {
+                persist(&shared.store, &record, None);
+                shared.events.emit(JobEvent::State(Arc::new(record)));
+            }
             tracing::info!("job started");
 
             let ctx = TaskContext {
@@ -636,9 +690,11 @@ fn finish(
             .unwrap_or_default();
         (r.clone(), outcome.data, tail)
     };
-    persist(&shared.store, &record, data.as_ref());
-    if let Err(e) = shared.store.save_lines(record.job_id, &tail) {
-        tracing::error!(error = %e, "could not store job lines");
+    if !job.background {
+        persist(&shared.store, &record, data.as_ref());
+        if let Err(e) = shared.store.save_lines(record.job_id, &tail) {
+            tracing::error!(error = %e, "could not store job lines");
+        }
     }
     // Free what the job held before anyone hears it ended: a client that chains
     // its next command on the result must not meet `busy`.
@@ -651,6 +707,12 @@ fn finish(
         }
     }
     tracing::info!(state = record.state.as_str(), exit_code = ?record.exit_code, "job ended");
+    if job.background {
+        if let Some(report) = lock(&job.report).take() {
+            let _ = report.send(JobResult { record, data });
+        }
+        return;
+    }
     shared
         .events
         .emit(JobEvent::State(Arc::new(record.clone())));
@@ -760,19 +822,26 @@ mod tests {
             wait_for_cancel: true,
             state: JobState::Succeeded,
         };
-        let mut probe = spec("a", hold(), Duration::from_secs(60));
-        probe.background = true;
-        let probe = e.submit(probe).unwrap();
+        let probe_done = e
+            .submit_background(spec("a", hold(), Duration::from_secs(60)))
+            .unwrap();
+        let probe = e.list(None, 10);
+        assert!(
+            probe.is_empty(),
+            "background work is never listed: {probe:?}"
+        );
+        let probe_id = {
+            let jobs = lock(&e.shared.jobs);
+            *jobs.keys().next().unwrap()
+        };
         // A client's job takes the repository over and waits, queued.
         let client = e
             .submit(spec("a", hold(), Duration::from_secs(60)))
             .unwrap();
         // Background work meets anything that holds the repository as `busy`, and
         // so does a second client job (the first client job holds it now).
-        let mut second_probe = spec("a", hold(), Duration::from_secs(60));
-        second_probe.background = true;
         assert!(matches!(
-            e.submit(second_probe),
+            e.submit_background(spec("a", hold(), Duration::from_secs(60))),
             Err(SubmitError::Busy { job_id, .. }) if job_id == client.job_id
         ));
         assert!(matches!(
@@ -780,9 +849,10 @@ mod tests {
             Err(SubmitError::Busy { job_id, .. }) if job_id == client.job_id
         ));
         assert_eq!(e.get(client.job_id).unwrap().state, JobState::Queued);
-        // The client's job starts only after the probe has ended.
-        e.cancel(probe.job_id, CancelReason::User).unwrap();
-        let ended = until_final(&mut rx, probe.job_id).await;
+        // The probe was asked to stop; the client's job starts only after it ended.
+        let ended = probe_done.await.unwrap();
+        assert_eq!(ended.record.state, JobState::Cancelled);
+        assert!(e.get(probe_id).is_some());
         let started = loop {
             if let JobEvent::State(r) = rx.recv().await.unwrap() {
                 if r.job_id == client.job_id && r.state == JobState::Running {
