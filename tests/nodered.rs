@@ -117,6 +117,27 @@ async fn the_example_flow_runs_a_backup() {
     assert_eq!(result["state"], "succeeded", "{result}");
     assert!(!repos.archives("nc").is_empty());
 
+    // The flow's summary never shows a partial backup as a success: its function,
+    // run by Node.js as Node-RED runs it, on this real result and on the same
+    // result as a backup that left files out.
+    let mut partial = result.clone();
+    partial["state"] = json!("warning");
+    partial["data"]["partial"] = json!(true);
+    partial["data"]["skipped_files"] = json!(5);
+    let mut warning = result.clone();
+    warning["state"] = json!("warning");
+    warning["data"]["partial"] = json!(false);
+    let verdicts = run_summary(root, &[result.clone(), warning, partial]);
+    assert_eq!(verdicts[0]["verdict"], "ok", "{verdicts}");
+    assert_eq!(verdicts[0]["fill"], "green", "{verdicts}");
+    assert_eq!(verdicts[1]["verdict"], "warning", "{verdicts}");
+    assert_eq!(verdicts[2]["verdict"], "problem", "{verdicts}");
+    assert_eq!(verdicts[2]["fill"], "red", "{verdicts}");
+    assert!(
+        verdicts[2]["text"].as_str().unwrap().contains("partial: 5"),
+        "{verdicts}"
+    );
+
     // "List archives" works too, with the read token.
     let list_url = format!("http://127.0.0.1:{port}/inject/inject_list");
     let status = http.post(&list_url).send().await.unwrap().status();
@@ -124,4 +145,39 @@ async fn the_example_flow_runs_a_backup() {
     let list_topic = format!("{base}/response/archive/list");
     let listed = c.wait_for(move |m| m.topic == list_topic).await.json();
     assert_eq!(listed["status"], "ok", "{listed}");
+}
+
+/// Runs the example flow's `summary` function node over `results` with Node.js, the
+/// way Node-RED calls a function node (`msg`, `node`, `env`), and returns each
+/// output's verdict with the node status it set.
+fn run_summary(root: &std::path::Path, results: &[serde_json::Value]) -> serde_json::Value {
+    let flows: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/node-red/flows.json")).unwrap(),
+    )
+    .unwrap();
+    let func = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "summary")
+        .expect("no summary node")["func"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let script = format!(
+        "const f = new Function('msg', 'node', 'env', {func});\n\
+         const out = {results}.map(r => {{ let st = null;\n\
+           const m = f({{payload: r}}, {{status: s => st = s}}, {{get: () => ''}});\n\
+           return {{verdict: m.payload.verdict, fill: st.fill, text: st.text}}; }});\n\
+         console.log(JSON.stringify(out));",
+        func = serde_json::to_string(&func).unwrap(),
+        results = serde_json::to_string(results).unwrap(),
+    );
+    let out = Command::new("node").arg("-e").arg(script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
