@@ -371,6 +371,43 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
     assert_eq!(seqs, (3..=n).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap().event, "result");
 
+    // `kinds` filters a job's stream; it still ends after the result.
+    let kinds = |k: &str| {
+        let (url, job) = (url.clone(), job.clone());
+        let k = k.to_string();
+        async move {
+            let resp = client()
+                .get(format!("{url}/api/v1/jobs/{job}/events?kinds={k}"))
+                .bearer_auth(READ_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp)
+        }
+    };
+    let (status, resp) = kinds("log").await;
+    assert_eq!(status, StatusCode::OK);
+    let events = read_sse(resp, |_| false).await;
+    assert!(events.iter().all(|e| e.event == "log"), "{events:?}");
+    assert_eq!(events.len() as u64, n);
+    let (_, resp) = kinds("state,result").await;
+    let events = read_sse(resp, |_| false).await;
+    assert_eq!(
+        events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(),
+        ["state", "result"]
+    );
+    for bad in ["logs", "log,,state", "", "-x"] {
+        let (status, _) = kinds(bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+    let resp = client()
+        .get(format!("{url}/api/v1/jobs/{job}/events?bogus=1"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
     // The global stream sees a later job's state changes.
     let resp = client()
         .get(format!("{url}/api/v1/events"))

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -45,6 +45,56 @@ fn stream_slot(st: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiEr
     })
 }
 
+/// Which kinds of event a job stream carries (`?kinds=log,state,result`; all by
+/// default). `lagged` belongs to `log`. The stream still ends after the result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Kinds {
+    log: bool,
+    state: bool,
+    result: bool,
+}
+
+impl Kinds {
+    const ALL: Kinds = Kinds {
+        log: true,
+        state: true,
+        result: true,
+    };
+
+    /// Parses the `kinds` query value: a comma-separated, non-empty subset.
+    pub fn parse(v: Option<&str>) -> Result<Kinds, ApiError> {
+        let Some(v) = v else {
+            return Ok(Kinds::ALL);
+        };
+        let mut k = Kinds {
+            log: false,
+            state: false,
+            result: false,
+        };
+        for part in v.split(',').map(str::trim) {
+            match part {
+                "log" => k.log = true,
+                "state" => k.state = true,
+                "result" => k.result = true,
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "kinds: {} is not one of log, state, result",
+                        crate::command::shorten(other)
+                    )))
+                }
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// The query of a job's event stream.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    kinds: Option<String>,
+}
+
 fn keep_alive() -> KeepAlive {
     KeepAlive::new()
         .interval(Duration::from_secs(15))
@@ -55,10 +105,18 @@ pub async fn job_events(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(job_id): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> HttpResponse {
     if let Err(e) = st.service.authorize(bearer(&headers), Role::Read) {
         return error(e);
     }
+    let kinds = match query
+        .map_err(|_| ApiError::invalid("the query may only hold kinds=log,state,result"))
+        .and_then(|Query(q)| Kinds::parse(q.kinds.as_deref()))
+    {
+        Ok(k) => k,
+        Err(e) => return error(e),
+    };
     let id = match JobId::parse(&job_id) {
         Ok(id) => id,
         Err(e) => return error(ApiError::invalid(e.0)),
@@ -83,7 +141,7 @@ pub async fn job_events(
     tokio::spawn(async move {
         let _slot = slot;
         tokio::select! {
-            _ = stream_job(engine, id, record.state.is_final(), after, events, &tx) => {}
+            _ = stream_job(engine, id, kinds, (record.state.is_final(), after), events, &tx) => {}
             _ = shutdown.cancelled() => {}
             _ = tx.closed() => {}
         }
@@ -98,13 +156,19 @@ pub async fn job_events(
 async fn stream_job(
     engine: JobEngine,
     id: JobId,
-    already_final: bool,
-    after: u64,
+    kinds: Kinds,
+    (already_final, after): (bool, u64),
     mut events: broadcast::Receiver<JobEvent>,
     tx: &mpsc::Sender<Event>,
 ) {
-    let mut last = after;
-    if let Some(rec) = engine.get(id) {
+    // Without `log`, lines are neither sent nor refilled: `last` stays ahead of them.
+    let mut last = if kinds.log { after } else { u64::MAX };
+    let send_result = |engine, id, tx| async move {
+        if kinds.result {
+            send_result(engine, id, tx).await;
+        }
+    };
+    if let Some(rec) = engine.get(id).filter(|_| kinds.state) {
         let _ = tx
             .send(
                 Event::default()
@@ -138,7 +202,7 @@ async fn stream_job(
                     }
                 }
             }
-            Ok(JobEvent::State(rec)) if rec.job_id == id => {
+            Ok(JobEvent::State(rec)) if rec.job_id == id && kinds.state => {
                 let ev = Event::default()
                     .event("state")
                     .json_data(&*rec)
