@@ -96,12 +96,13 @@ impl RepoHealth {
         } else if self.probed_at.is_some() {
             match self.newest_time {
                 None => out.push("the repository has no archive".into()),
+                // Compared at full precision: a probe a fraction of a second past
+                // max_age already sees a stale archive.
                 Some(t) => {
-                    let age = (now - t).num_seconds().max(0) as u64;
-                    if age > max_age.as_secs() {
+                    if (now - t).to_std().is_ok_and(|age| age > max_age) {
                         out.push(format!(
                             "the newest archive is {} old (more than {})",
-                            span(age),
+                            span((now - t).num_seconds().max(0) as u64),
                             span(max_age.as_secs())
                         ));
                     }
@@ -382,6 +383,9 @@ mod tests {
             (span(59), span(61)),
             ("59 s".to_string(), "1 min".to_string())
         );
+        let later = now + chrono::Duration::milliseconds(500);
+        let r = h.report(Duration::from_secs(30 * 3600), later);
+        assert_eq!(r["problem"], true, "half a second past max_age: {r}");
 
         h.probed(&list(now), now);
         h.record(&job(
