@@ -117,24 +117,43 @@ fn borgmatic_create(repos: &Repos, label: &str) {
 }
 
 /// Presses a button and waits for the repository's event entity to fire; a press
-/// refused as busy (a health probe holding the repository for its second) is
-/// pressed again. The event entity's state after the press.
-async fn press_until_event(ha: &HomeAssistant, button: &str, event: &str) -> Value {
-    for _ in 0..30 {
+/// refused as busy (a health probe holding the repository for its second or two)
+/// is pressed again once the job it met has ended (its id ends the refusal's
+/// message; `c` sees every job state change on `<base>/events`). The event
+/// entity's state after the press.
+async fn press_until_event(
+    ha: &HomeAssistant,
+    c: &Client,
+    base: &str,
+    button: &str,
+    event: &str,
+) -> Value {
+    let events = format!("{base}/events");
+    for _ in 0..10 {
         let before = ha.state(event).await.map(|s| s["state"].clone());
         ha.call("button", "press", json!({ "entity_id": button }))
             .await;
         let fired = ha
             .wait_state(event, |s| Some(&s["state"]) != before.as_ref())
             .await;
-        if fired["attributes"]["event_type"] == "press_refused"
-            && fired["attributes"]["code"] == "busy"
-        {
-            continue;
+        if fired["attributes"]["code"] != "busy" {
+            return fired;
         }
-        return fired;
+        let error = fired["attributes"]["error"].as_str().unwrap_or_default();
+        let holder = error
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        c.wait_for(|m| {
+            m.topic == events && {
+                let r = m.json();
+                r["job_id"] == holder.as_str() && r["finished_at"].is_string()
+            }
+        })
+        .await;
     }
-    panic!("{button} was refused as busy 30 times");
+    panic!("{button} was refused as busy ten times");
 }
 
 /// The job record a command on a repository reached, from the worker's
@@ -454,6 +473,8 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
     std::fs::write(&drop_caps, "-dac_read_search,-dac_override").unwrap();
     let partial = press_until_event(
         &ha,
+        &c,
+        &worker.base,
         &entity("button", "part", "run_backup"),
         &entity("event", "part", "event"),
     )
@@ -483,7 +504,14 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
 
     // The Cancel button with nothing running is refused, visibly.
     let slow_events = entity("event", "slow", "event");
-    let refused = press_until_event(&ha, &entity("button", "slow", "cancel"), &slow_events).await;
+    let refused = press_until_event(
+        &ha,
+        &c,
+        &worker.base,
+        &entity("button", "slow", "cancel"),
+        &slow_events,
+    )
+    .await;
     assert_eq!(
         refused["attributes"]["event_type"], "press_refused",
         "{refused}"
@@ -502,7 +530,14 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
     })
     .await;
     job_reached(&c, &worker.base, "backup/run", "slow", "running").await;
-    let cancelled = press_until_event(&ha, &entity("button", "slow", "cancel"), &slow_events).await;
+    let cancelled = press_until_event(
+        &ha,
+        &c,
+        &worker.base,
+        &entity("button", "slow", "cancel"),
+        &slow_events,
+    )
+    .await;
     assert_eq!(
         cancelled["attributes"]["event_type"], "backup_cancelled",
         "{cancelled}"
@@ -593,7 +628,7 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
     aging.add("aging", "");
     borgmatic_create(&aging, "aging");
     // (A probe holds the repository for a second or two, and a press meeting it is
-    // refused as busy: the interval leaves the backup press room between probes.)
+    // refused as busy: the press is made again when that probe has ended.)
     let (probe_secs, max_age_secs) = (6, 24);
     let mut aging_worker = Worker::start_at(
         &broker,
@@ -640,6 +675,8 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
     );
     let fresh = press_until_event(
         &ha,
+        &c,
+        &aging_worker.base,
         "button.borgmatic_aging_aging_run_backup",
         "event.borgmatic_aging_aging_event",
     )
