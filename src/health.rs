@@ -96,13 +96,14 @@ impl RepoHealth {
         } else if self.probed_at.is_some() {
             match self.newest_time {
                 None => out.push("the repository has no archive".into()),
+                // Compared at full precision: a probe a fraction of a second past
+                // max_age already sees a stale archive.
                 Some(t) => {
-                    let age = (now - t).num_seconds().max(0) as u64;
-                    if age > max_age.as_secs() {
+                    if (now - t).to_std().is_ok_and(|age| age > max_age) {
                         out.push(format!(
-                            "the newest archive is {} h old (more than {} h)",
-                            age / 3600,
-                            max_age.as_secs() / 3600
+                            "the newest archive is {} old (more than {})",
+                            span((now - t).num_seconds().max(0) as u64),
+                            span(max_age.as_secs())
                         ));
                     }
                 }
@@ -206,6 +207,16 @@ impl RepoHealth {
             });
         self.newest_archive = newest.map(|(n, _)| n.to_string());
         self.newest_time = newest.map(|(_, t)| t);
+    }
+}
+
+/// An age for a reason: whole hours, or minutes / seconds below an hour (a
+/// `max_age_secs` of minutes must not read "0 h old (more than 0 h)").
+fn span(secs: u64) -> String {
+    match secs {
+        3600.. => format!("{} h", secs / 3600),
+        60.. => format!("{} min", secs / 60),
+        s => format!("{s} s"),
     }
 }
 
@@ -377,6 +388,21 @@ mod tests {
         let r = h.report(day, now);
         assert_eq!(r["problem"], true);
         assert!(r["reason"].as_str().unwrap().contains("30 h old"), "{r}");
+        let r = h.report(Duration::from_secs(600), now);
+        assert!(
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("is 30 h old (more than 10 min)"),
+            "{r}"
+        );
+        assert_eq!(
+            (span(59), span(61)),
+            ("59 s".to_string(), "1 min".to_string())
+        );
+        let later = now + chrono::Duration::milliseconds(500);
+        let r = h.report(Duration::from_secs(30 * 3600), later);
+        assert_eq!(r["problem"], true, "half a second past max_age: {r}");
 
         h.probed(&list(now), now);
         h.record(&job(

@@ -244,6 +244,37 @@ impl HomeAssistant {
         }
     }
 
+    /// The entity and device registries (`config/entity_registry/list`,
+    /// `config/device_registry/list`), which only Home Assistant's websocket API
+    /// gives: entity categories, device links, unique ids.
+    pub async fn registries(&self) -> (Vec<Value>, Vec<Value>) {
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = format!("ws://127.0.0.1:{}/api/websocket", self.port);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("cannot open Home Assistant's websocket");
+        let hello = next_text(&mut ws).await;
+        assert_eq!(hello["type"], "auth_required", "{hello}");
+        let mut answers = Vec::new();
+        for request in [
+            json!({"type": "auth", "access_token": self.token}),
+            json!({"id": 1, "type": "config/entity_registry/list"}),
+            json!({"id": 2, "type": "config/device_registry/list"}),
+        ] {
+            ws.send(Message::Text(request.to_string().into()))
+                .await
+                .unwrap();
+            answers.push(next_text(&mut ws).await);
+        }
+        assert_eq!(answers[0]["type"], "auth_ok", "{}", answers[0]);
+        let list = |a: &Value| -> Vec<Value> {
+            assert_eq!(a["success"], true, "{a}");
+            a["result"].as_array().cloned().unwrap_or_default()
+        };
+        (list(&answers[1]), list(&answers[2]))
+    }
+
     /// Calls a service, e.g. `("button", "press", {"entity_id": …})`.
     pub async fn call(&self, domain: &str, service: &str, data: Value) {
         self.post(&format!("/api/services/{domain}/{service}"), data)
@@ -270,6 +301,29 @@ impl Drop for HomeAssistant {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// The next text message of a websocket, as JSON.
+async fn next_text<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no websocket message")
+            .expect("websocket closed")
+            .expect("websocket error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
         }
     }
 }
