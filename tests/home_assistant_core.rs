@@ -688,12 +688,78 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
     ha.wait_state(aging_problem, |s| s["state"] == "off").await;
     assert!(aging_worker.terminate().success());
 
+    // A verification that finds a restored file differing from its unchanged
+    // source: the event entity fires `verify_failed` (which notifies), the problem
+    // sensor turns on with the reason (which notifies once); a good verification
+    // afterwards turns it off again.
+    let data = repos.source("nc").join("data.bin");
+    let mtime = std::fs::metadata(&data).unwrap().modified().unwrap();
+    let original = std::fs::read(&data).unwrap();
+    let flip = |bytes: &[u8]| {
+        let mut b = bytes.to_vec();
+        b[1000] ^= 0xff;
+        std::fs::write(&data, &b).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    flip(&original);
+    let failed_verify = press_until_event(
+        &ha,
+        &c,
+        &worker.base,
+        &entity("button", "nc", "verify_backup"),
+        &entity("event", "nc", "event"),
+    )
+    .await;
+    assert_eq!(
+        failed_verify["attributes"]["event_type"], "verify_failed",
+        "{failed_verify}"
+    );
+    let problem = ha
+        .wait_state(&entity("binary_sensor", "nc", "problem"), |s| {
+            s["state"] == "on"
+        })
+        .await;
+    let reason = problem["attributes"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("verif"), "{problem}");
+    ha.wait_state("counter.notified_1", |s| s["state"] == "1")
+        .await;
+    ha.wait_state("counter.notified_2", |s| s["state"] == "1")
+        .await;
+    std::fs::write(&data, &original).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let verified = press_until_event(
+        &ha,
+        &c,
+        &worker.base,
+        &entity("button", "nc", "verify_backup"),
+        &entity("event", "nc", "event"),
+    )
+    .await;
+    assert_eq!(
+        verified["attributes"]["event_type"], "verify_succeeded",
+        "{verified}"
+    );
+    ha.wait_state(&entity("binary_sensor", "nc", "problem"), |s| {
+        s["state"] == "off"
+    })
+    .await;
+
     // Two failures in a row notify twice; the size is unknown, not the last
     // success's; the problem sensor turns on and notifies once.
     let repo = repos.repo_path("nc");
     let away = repo.with_extension("away");
     std::fs::rename(&repo, &away).unwrap();
-    for n in ["1", "2"] {
+    for n in ["2", "3"] {
         ha.call(
             "button",
             "press",
@@ -713,7 +779,7 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
         .await
         .unwrap();
     assert_eq!(size["state"], "unknown", "{size}");
-    ha.wait_state("counter.notified_2", |s| s["state"] == "1")
+    ha.wait_state("counter.notified_2", |s| s["state"] == "2")
         .await;
     std::fs::rename(&away, &repo).unwrap();
 
@@ -727,7 +793,7 @@ async fn home_assistant_shows_the_worker_and_runs_its_buttons() {
         s["state"] == "on"
     })
     .await;
-    for (counter, n) in [("counter.notified_1", "2"), ("counter.notified_2", "1")] {
+    for (counter, n) in [("counter.notified_1", "3"), ("counter.notified_2", "2")] {
         let c = ha.state(counter).await.unwrap();
         assert_eq!(c["state"], n, "{counter} after the restart: {c}");
     }
