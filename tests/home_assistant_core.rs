@@ -61,9 +61,8 @@ fn example_automations() -> String {
     out
 }
 
-/// A `borgmatic` that drops the capabilities named in `<dir>/drop-caps` (e.g.
-/// `-dac_read_search,-dac_override`, as under `cap_drop: [ALL]`) before it runs;
-/// none while the file is empty. (As in tests/partial.rs.)
+/// [`setpriv_borgmatic`], for a test that must run as root (it owns files as uid
+/// 33 and drops capabilities).
 fn cap_dropping_borgmatic(dir: &Path) -> (PathBuf, PathBuf) {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
@@ -71,24 +70,7 @@ fn cap_dropping_borgmatic(dir: &Path) -> (PathBuf, PathBuf) {
         "0",
         "this test runs as root (it owns files as uid 33 and drops capabilities)"
     );
-    let real = borgmatic_bin();
-    let drop = dir.join("drop-caps");
-    std::fs::write(&drop, "").unwrap();
-    let bin = dir.join("borgmatic-caps");
-    std::fs::write(
-        &bin,
-        format!(
-            "#!/bin/sh\ndrop=$(cat '{}')\n\
-             if [ -n \"$drop\" ]; then exec setpriv --inh-caps=\"$drop\" --bounding-set=\"$drop\" -- '{}' \"$@\"; fi\n\
-             exec '{}' \"$@\"\n",
-            drop.display(),
-            real.display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (bin, drop)
+    setpriv_borgmatic(dir)
 }
 
 /// Nextcloud's data as www-data keeps it: `n` files 0640 of uid 33 that root

@@ -10,35 +10,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-
-/// A `borgmatic` that drops the capabilities named in `<dir>/drop-caps` (e.g.
-/// `-dac_read_search,-dac_override`) before it runs; none when the file is empty.
-fn cap_dropping_borgmatic(dir: &Path) -> (PathBuf, PathBuf) {
-    let real = borgmatic_bin();
-    let drop = dir.join("drop-caps");
-    std::fs::write(&drop, "").unwrap();
-    let bin = dir.join("borgmatic-caps");
-    std::fs::write(
-        &bin,
-        format!(
-            "#!/bin/sh\ndrop=$(cat '{}')\n\
-             if [ -n \"$drop\" ]; then exec setpriv --inh-caps=\"$drop\" --bounding-set=\"$drop\" -- '{}' \"$@\"; fi\n\
-             exec '{}' \"$@\"\n",
-            drop.display(),
-            real.display(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (bin, drop)
-}
 
 /// The test needs root (to own files as uid 33 and to have capabilities to drop)
 /// and setpriv; it fails loudly without them.
@@ -138,7 +115,7 @@ async fn unreadable_files_make_a_partial_backup_that_nobody_can_mistake_for_succ
     unreadable.insert(private.display().to_string());
     write_file(&www.join("public.txt"), 0o644);
 
-    let (bin, drop) = cap_dropping_borgmatic(repos.dir.path());
+    let (bin, drop) = setpriv_borgmatic(repos.dir.path());
     let prefix = format!("test/{}/homeassistant", uuid_like());
     let bin_s = bin.display().to_string();
     let (worker, url) = start_with_http(
@@ -295,7 +272,7 @@ async fn extract_without_cap_chown_names_the_owners_it_could_not_restore() {
     // www, www/sub and three files belong to 33:33.
     let owned_by_33 = 5;
 
-    let (bin, drop) = cap_dropping_borgmatic(repos.dir.path());
+    let (bin, drop) = setpriv_borgmatic(repos.dir.path());
     let bin_s = bin.display().to_string();
     let worker = Worker::start(
         &broker,

@@ -1112,3 +1112,30 @@ pub async fn read_sse(resp: reqwest::Response, stop: impl Fn(&SseEvent) -> bool)
         .expect("the event stream did not end in time");
     out
 }
+
+/// A `borgmatic` that drops the capabilities named in `<dir>/drop-caps` (e.g.
+/// `-dac_read_search,-dac_override`, as under `cap_drop: [ALL]`) before it runs; none when the file is empty.
+pub fn setpriv_borgmatic(dir: &Path) -> (PathBuf, PathBuf) {
+    let real = borgmatic_bin();
+    let drop = dir.join("drop-caps");
+    std::fs::write(&drop, "").unwrap();
+    let bin = dir.join("borgmatic-caps");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\ndrop=$(cat '{}')\n\
+             if [ -n \"$drop\" ]; then exec setpriv --inh-caps=\"$drop\" --bounding-set=\"$drop\" -- '{}' \"$@\"; fi\n\
+             exec '{}' \"$@\"\n",
+            drop.display(),
+            real.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &bin,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+    )
+    .unwrap();
+    (bin, drop)
+}
