@@ -324,6 +324,11 @@ impl JobEngine {
             .count()
     }
 
+    /// The job store (the MQTT outbox and request ids live there too).
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
     /// Whether the store accepts writes.
     pub fn store_writable(&self) -> bool {
         self.shared.store.check_writable().is_ok()
@@ -539,7 +544,12 @@ async fn run_job(
                 shared: shared.clone(),
                 cancel: job.cancel.clone(),
             };
-            let mut fut = task.run(ctx);
+            let job_id = ctx.job_id();
+            let mut fut = Box::pin(super::supervise::scope(
+                job_id,
+                shared.store.clone(),
+                task.run(ctx),
+            ));
             let outcome = tokio::select! {
                 o = &mut fut => o,
                 _ = tokio::time::sleep(timeout) => {

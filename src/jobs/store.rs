@@ -24,6 +24,33 @@ pub enum StoreError {
     Poisoned,
 }
 
+impl StoreError {
+    /// The disk problem behind the error, in words for a client: a full disk or a
+    /// read-only one (what an operator fixes), else that the store failed.
+    pub fn disk_problem(&self) -> &'static str {
+        use rusqlite::ErrorCode as C;
+        let code = match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+            _ => None,
+        };
+        match code {
+            Some(C::DiskFull) => "the disk holding state_dir is full",
+            Some(C::ReadOnly) => "state_dir is read-only",
+            Some(C::CannotOpen) | Some(C::SystemIoFailure) => {
+                "the job store in state_dir cannot be written (disk full or read-only?)"
+            }
+            _ => "the job store in state_dir cannot be written",
+        }
+    }
+}
+
+/// Logs and counts a failed store operation (`bmqtt_store_errors_total`): none is
+/// ever silent.
+pub fn store_error(what: &str, e: &StoreError) {
+    metrics::counter!("bmqtt_store_errors_total").increment(1);
+    tracing::error!(error = %e, problem = e.disk_problem(), "job store: {what} failed");
+}
+
 /// A handle to the store; clones share one connection.
 #[derive(Clone)]
 pub struct Store {
@@ -48,14 +75,33 @@ impl Store {
                  seq INTEGER NOT NULL,
                  line TEXT NOT NULL,
                  PRIMARY KEY (job_id, seq)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 topic TEXT PRIMARY KEY,
+                 payload BLOB NOT NULL,
+                 retain INTEGER NOT NULL,
+                 version INTEGER NOT NULL,
+                 acked INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS processes (
+                 job_id TEXT NOT NULL,
+                 pgid INTEGER NOT NULL,
+                 start_ticks INTEGER NOT NULL,
+                 PRIMARY KEY (job_id, pgid)
+             );
+             CREATE TABLE IF NOT EXISTS requests (
+                 key TEXT PRIMARY KEY,
+                 body TEXT NOT NULL,
+                 answer TEXT,
+                 at INTEGER NOT NULL
+             );",
         )?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
