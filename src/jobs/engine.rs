@@ -50,6 +50,9 @@ pub enum SubmitError {
     QueueFull { class: &'static str, queued: usize },
     #[error("the worker is shutting down")]
     ShuttingDown,
+    /// The job's record could not be written: the job was not started.
+    #[error("the job was not started: its record cannot be stored ({0})")]
+    Storage(String),
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -87,6 +90,8 @@ struct Shared {
     /// Jobs found running at start-up (now `interrupted`): their results are
     /// announced once, so clients learn how those jobs ended.
     interrupted: Mutex<Vec<JobId>>,
+    /// Jobs whose latest record the store refused (retried until written).
+    unsaved: Mutex<std::collections::HashSet<JobId>>,
 }
 
 /// Cheap to clone; all clones drive one engine.
@@ -141,6 +146,7 @@ impl JobEngine {
                 tracker: TaskTracker::new(),
                 closing: CancellationToken::new(),
                 interrupted: Mutex::new(interrupted),
+                unsaved: Mutex::new(Default::default()),
             }),
         };
         engine.spawn_expiry();
@@ -170,6 +176,37 @@ impl JobEngine {
                 self.shared.events.emit(JobEvent::Result(Arc::new(r)));
             }
         }
+    }
+
+    /// Jobs found running at start-up (now `interrupted`), until announced.
+    pub fn interrupted_at_start(&self) -> Vec<JobRecord> {
+        let ids = lock(&self.shared.interrupted).clone();
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Records that an interrupted backup wrote its archive after all (start-up
+    /// reconciliation with the repository): in the record and in the result data.
+    pub fn archive_written(&self, job_id: JobId, archive: &str) {
+        let Some(job) = self.job(job_id) else { return };
+        let record = {
+            let mut r = lock(&job.record);
+            r.archive_written = Some(archive.to_string());
+            r.error = Some(format!(
+                "the worker stopped while the job ran; the repository holds its archive {archive}"
+            ));
+            r.clone()
+        };
+        let data = {
+            let mut d = lock(&job.data);
+            let mut v = d.take().unwrap_or_else(|| serde_json::json!({}));
+            if let Some(o) = v.as_object_mut() {
+                o.insert("archive_written".into(), archive.into());
+                o.insert("archive".into(), archive.into());
+            }
+            *d = Some(v.clone());
+            v
+        };
+        self.persist(&record, Some(&data));
     }
 
     /// Starts a job, or refuses when its repository is busy.
@@ -231,8 +268,21 @@ impl JobEngine {
             reason: Mutex::new(None),
             data: Mutex::new(None),
         });
+        // No record, no job: a job clients were told about must survive a restart.
+        if let Err(e) = self.shared.store.save(&record, None) {
+            super::store_error("storing a new job", &e);
+            if let Some(line) = line {
+                lock(&self.shared.queued)[line as usize] -= 1;
+            }
+            let mut active = lock(&self.shared.active);
+            for key in &spec.locks {
+                if active.get(key) == Some(&job_id) {
+                    active.remove(key);
+                }
+            }
+            return Err(SubmitError::Storage(self.shared.store.problem(&e)));
+        }
         lock(&self.shared.jobs).insert(job_id, job.clone());
-        self.persist(&record, None);
         self.shared
             .events
             .emit(JobEvent::State(Arc::new(record.clone())));
@@ -329,9 +379,12 @@ impl JobEngine {
         &self.shared.store
     }
 
-    /// Whether the store accepts writes.
-    pub fn store_writable(&self) -> bool {
-        self.shared.store.check_writable().is_ok()
+    /// Whether the store accepts writes (readiness); why not, in words.
+    pub fn store_check(&self) -> Result<(), String> {
+        self.shared.store.check_writable().map_err(|e| {
+            super::store_error("the readiness probe", &e);
+            self.shared.store.problem(&e)
+        })
     }
 
     /// Stops accepting jobs, interrupts the running ones and waits for them to end
@@ -360,7 +413,7 @@ impl JobEngine {
     }
 
     fn persist(&self, record: &JobRecord, data: Option<&Value>) {
-        persist(&self.shared.store, record, data);
+        persist(&self.shared, record, data);
     }
 
     fn spawn_expiry(&self) {
@@ -375,6 +428,7 @@ impl JobEngine {
                     _ = closing.cancelled() => return,
                 }
                 let Some(shared) = weak.upgrade() else { return };
+                retry_unsaved(&shared);
                 expire(&shared, ttl);
             }
         });
@@ -430,9 +484,30 @@ pub fn repo_lock(label: &RepositoryLabel) -> String {
     format!("repo:{label}")
 }
 
-fn persist(store: &Store, record: &JobRecord, data: Option<&Value>) {
-    if let Err(e) = store.save(record, data) {
-        tracing::error!(error = %e, "could not store job record");
+/// Writes a record; when the disk refuses, the job is remembered as unsaved and
+/// written again by the expiry loop once it can be (the disk filled mid-job: the
+/// job's result is still published from memory meanwhile).
+fn persist(shared: &Shared, record: &JobRecord, data: Option<&Value>) {
+    if let Err(e) = shared.store.save(record, data) {
+        super::store_error("storing a job record", &e);
+        lock(&shared.unsaved).insert(record.job_id);
+    }
+}
+
+/// Writes the records that could not be written before (see [`persist`]).
+fn retry_unsaved(shared: &Shared) {
+    let ids: Vec<JobId> = lock(&shared.unsaved).iter().copied().collect();
+    for id in ids {
+        let Some(job) = lock(&shared.jobs).get(&id).cloned() else {
+            lock(&shared.unsaved).remove(&id);
+            continue;
+        };
+        let record = lock(&job.record).clone();
+        let data = lock(&job.data).clone();
+        if shared.store.save(&record, data.as_ref()).is_ok() {
+            lock(&shared.unsaved).remove(&id);
+            tracing::info!(job_id = %id, "a job record that could not be written is stored now");
+        }
     }
 }
 
@@ -452,7 +527,7 @@ fn expire(shared: &Shared, ttl: Duration) {
     for id in expired {
         lock(&shared.jobs).remove(&id);
         if let Err(e) = shared.store.delete(id) {
-            tracing::error!(error = %e, job_id = %id, "could not forget job");
+            super::store_error("forgetting a job", &e);
         }
         shared.events.emit(JobEvent::Forgotten(id));
     }
@@ -535,7 +610,7 @@ async fn run_job(
                 r.started_at = Some(Utc::now());
                 r.clone()
             };
-            persist(&shared.store, &record, None);
+            persist(&shared, &record, None);
             shared.events.emit(JobEvent::State(Arc::new(record)));
             tracing::info!("job started");
 
@@ -604,9 +679,9 @@ fn finish(
             .unwrap_or_default();
         (r.clone(), outcome.data, tail)
     };
-    persist(&shared.store, &record, data.as_ref());
+    persist(shared, &record, data.as_ref());
     if let Err(e) = shared.store.save_lines(record.job_id, &tail) {
-        tracing::error!(error = %e, "could not store job lines");
+        super::store_error("storing a job's lines", &e);
     }
     // Free what the job held before anyone hears it ended: a client that chains
     // its next command on the result must not meet `busy`.

@@ -11,6 +11,7 @@ pub mod events;
 pub mod log;
 pub mod outbox;
 pub mod record;
+pub mod requests;
 mod slots;
 pub mod store;
 pub mod supervise;
