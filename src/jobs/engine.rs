@@ -269,7 +269,11 @@ impl JobEngine {
             data: Mutex::new(None),
         });
         // No record, no job: a job clients were told about must survive a restart.
-        if let Err(e) = self.shared.store.save(&record, None) {
+        let saved = match self.shared.store.disk_problem() {
+            Some(p) => Err(super::StoreError::Disk(p.to_string())),
+            None => self.shared.store.save(&record, None),
+        };
+        if let Err(e) = saved {
             super::store_error("storing a new job", &e);
             if let Some(line) = line {
                 lock(&self.shared.queued)[line as usize] -= 1;

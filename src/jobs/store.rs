@@ -235,6 +235,13 @@ impl Store {
         written.map_err(|e| fail(StoreError::Disk(format!("state_dir: {e}"))))
     }
 
+    /// What is wrong with the store's disk right now, if anything (a cheap
+    /// `statvfs`): checked before a job is accepted, because SQLite may still have
+    /// room in its write-ahead log on a disk that is full.
+    pub fn disk_problem(&self) -> Option<&'static str> {
+        disk_problem(&self.dir)
+    }
+
     /// The disk problem behind a failed write, for a client's message.
     pub fn problem(&self, e: &StoreError) -> String {
         match (disk_problem(&self.dir), e) {
