@@ -77,7 +77,11 @@ fn is_final(state: &Value) -> bool {
 
 async fn job_get(c: &Client, base: &str, job_id: &str) -> Value {
     let r = c
-        .request(base, "job/get", json!({"token": READ_TOKEN, "job_id": job_id}))
+        .request(
+            base,
+            "job/get",
+            json!({"token": READ_TOKEN, "job_id": job_id}),
+        )
         .await;
     assert_eq!(r["status"], "ok", "{r}");
     r["data"].clone()
@@ -86,7 +90,11 @@ async fn job_get(c: &Client, base: &str, job_id: &str) -> Value {
 /// The ids of every stored `backup/run` job.
 async fn stored_backups(c: &Client, base: &str) -> BTreeSet<String> {
     let list = c
-        .request(base, "job/list", json!({"token": READ_TOKEN, "limit": 1000}))
+        .request(
+            base,
+            "job/list",
+            json!({"token": READ_TOKEN, "limit": 1000}),
+        )
         .await;
     assert_eq!(list["status"], "ok", "{list}");
     list["data"]["jobs"]
@@ -150,9 +158,17 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
         assert!(ok);
     }
     // After borg: the archive is written, then a hook keeps borgmatic busy.
+    // A sleep length of this run only, so that a process is recognised as ours.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let hook = format!("sleep {}", 1000 + nanos % 8000);
     repos.add(
         "after",
-        "commands:\n  - after: action\n    when:\n      - create\n    run:\n      - sleep 117\n",
+        &format!(
+            "commands:\n  - after: action\n    when:\n      - create\n    run:\n      - {hook}\n"
+        ),
     );
     let mut worker = Worker::start(&broker, &repos, &[]).await;
     let base = worker.base.clone();
@@ -170,7 +186,11 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
         assert!(!backups_under(&dir).is_empty(), "the backup runs");
         worker.restart(&broker).await;
         // `online` comes after start-up reconciliation: nothing of the job lives.
-        assert_eq!(backups_under(&dir), Vec::<String>::new(), "orphans, round {round}");
+        assert_eq!(
+            backups_under(&dir),
+            Vec::<String>::new(),
+            "orphans, round {round}"
+        );
         let rec = job_get(&c, &base, mid["job_id"].as_str().unwrap()).await;
         assert_eq!(rec["state"], "interrupted", "{rec}");
         assert!(rec.get("archive_written").is_none(), "{rec}");
@@ -188,9 +208,9 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
         })
         .await
         .expect("borg never wrote the archive");
-        assert!(!processes_with("sleep 117").is_empty(), "the hook runs");
+        assert!(!processes_with(&hook).is_empty(), "the hook runs");
         worker.restart(&broker).await;
-        assert_eq!(processes_with("sleep 117"), Vec::<String>::new());
+        assert_eq!(processes_with(&hook), Vec::<String>::new());
         assert_eq!(backups_under(&dir), Vec::<String>::new());
         let archives = repos.archives("after");
         let newest = archives.last().unwrap().clone();
@@ -211,7 +231,9 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
         reported += 1;
     }
     assert!(repos.check("after"));
-    eprintln!("worker kill -9: {interrupted} jobs interrupted, 0 orphans, {reported} archives reported");
+    eprintln!(
+        "worker kill -9: {interrupted} jobs interrupted, 0 orphans, {reported} archives reported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -266,7 +288,8 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
         let w = Client::connect(&broker).await;
         let status = worker.topic("status");
         w.subscribe(&status).await;
-        w.wait_for(|m| m.topic == status && m.payload == b"online").await;
+        w.wait_for(|m| m.topic == status && m.payload == b"online")
+            .await;
     }
     // The broker kept nothing: every retained topic is there again, and final.
     let c = requester(&broker, &base).await;
@@ -284,7 +307,9 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
         .wait_for(|m| m.topic.ends_with("last/nc/backup") && m.json()["job_id"] == json!(last))
         .await;
     assert!(summary.retain);
-    let running = fresh.wait_for(|m| m.topic.ends_with("repos/nc/running")).await;
+    let running = fresh
+        .wait_for(|m| m.topic.ends_with("repos/nc/running"))
+        .await;
     assert_eq!(running.text(), "OFF");
     let stored = stored_backups(&c, &base).await;
     assert_eq!(stored, started.iter().cloned().collect());
@@ -299,7 +324,10 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
 
 /// A subscriber with a persistent session (clean start off, session kept 10
 /// minutes) that reconnects after every broker restart and collects job results.
-fn persistent_subscriber(port: u16, filter: String) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
+fn persistent_subscriber(
+    port: u16,
+    filter: String,
+) -> tokio::sync::watch::Receiver<BTreeSet<String>> {
     let (tx, rx) = tokio::sync::watch::channel(BTreeSet::new());
     let mut o = MqttOptions::new(uuid_like(), "127.0.0.1", port);
     o.set_credentials("client", CLIENT_PASSWORD);
@@ -367,7 +395,8 @@ async fn with_broker_persistence_a_persistent_subscriber_gets_every_result_once_
         let w = Client::connect(&broker).await;
         let status = worker.topic("status");
         w.subscribe(&status).await;
-        w.wait_for(|m| m.topic == status && m.payload == b"online").await;
+        w.wait_for(|m| m.topic == status && m.payload == b"online")
+            .await;
     }
     let want: BTreeSet<String> = started.iter().cloned().collect();
     let got = tokio::time::timeout(WAIT, results.wait_for(|s| want.is_subset(s)))
@@ -403,7 +432,10 @@ impl SmallDisk {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            assert!(std::env::var("CI").is_err(), "cannot mount a tmpfs (root needed)");
+            assert!(
+                std::env::var("CI").is_err(),
+                "cannot mount a tmpfs (root needed)"
+            );
             panic!("cannot mount a tmpfs for state_dir (this test needs root)");
         }
         SmallDisk { dir }
@@ -432,7 +464,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -490,9 +525,16 @@ async fn a_full_or_read_only_state_dir_refuses_jobs_says_why_and_recovers() {
     let resp = start_backup(&broker, &c, &base, "nc", None).await;
     assert_eq!(resp["status"], "ok", "{resp}");
     let job = resp["job_id"].as_str().unwrap().to_string();
-    assert_eq!(until_final(&broker, &base, &job).await["state"], "succeeded");
+    assert_eq!(
+        until_final(&broker, &base, &job).await["state"],
+        "succeeded"
+    );
     let after = stored_backups(&c, &base).await;
-    assert_eq!(after.len() - before.len(), 1, "only the accepted job is stored");
+    assert_eq!(
+        after.len() - before.len(),
+        1,
+        "only the accepted job is stored"
+    );
     assert_eq!(repos.archives("nc").len(), 1);
     eprintln!("full state_dir: 1 job refused unavailable (disk full), readyz 503 then 200, 1 accepted after recovery");
 }
@@ -504,7 +546,10 @@ fn start_output(disk: &SmallDisk) -> String {
     repos.add("nc", "");
     let mut env = Worker::env(&broker, &repos);
     env.push(("BMQTT_STATE_DIR".into(), disk.path().display().to_string()));
-    env.push(("BMQTT_MQTT__BASE_TOPIC".into(), format!("test/{}", uuid_like())));
+    env.push((
+        "BMQTT_MQTT__BASE_TOPIC".into(),
+        format!("test/{}", uuid_like()),
+    ));
     let out = Command::new(env!("CARGO_BIN_EXE_borgmatic-mqtt"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -520,7 +565,10 @@ async fn starting_on_a_full_or_read_only_state_dir_says_which() {
     let full = SmallDisk::mount();
     full.fill();
     let text = start_output(&full);
-    assert!(text.contains("the disk holding state_dir is full"), "{text}");
+    assert!(
+        text.contains("the disk holding state_dir is full"),
+        "{text}"
+    );
     let ro = SmallDisk::mount();
     ro.read_only();
     let text = start_output(&ro);
