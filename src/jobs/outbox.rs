@@ -43,10 +43,11 @@ impl Store {
         })
     }
 
-    /// The broker acknowledged `version` of `topic` (an older version changes nothing).
-    pub fn outbox_acked(&self, topic: &str, version: i64) -> Result<(), StoreError> {
+    /// The broker acknowledged `version` of `topic` (an older version changes
+    /// nothing); returns whether the row is gone (a result, a cleared topic).
+    pub fn outbox_acked(&self, topic: &str, version: i64) -> Result<bool, StoreError> {
         self.with(|c| {
-            c.execute(
+            let deleted = c.execute(
                 "DELETE FROM outbox WHERE topic = ?1 AND version = ?2
                      AND (retain = 0 OR length(payload) = 0)",
                 params![topic, version],
@@ -55,7 +56,7 @@ impl Store {
                 "UPDATE outbox SET acked = 1 WHERE topic = ?1 AND version = ?2",
                 params![topic, version],
             )?;
-            Ok(())
+            Ok(deleted > 0)
         })
     }
 

@@ -72,7 +72,7 @@ pub(super) struct Link {
 }
 
 pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: CancellationToken) {
-    let acks = outbox::spawn_acker(link.keeper.store().clone());
+    let acks = outbox::spawn_acker(link.keeper.clone());
     let tracker = &link.dispatch.out.tracker;
     let mut correlator = Correlator::default();
     let mut backoff = Duration::from_millis(250);

@@ -103,6 +103,15 @@ impl Tracker {
     fn is_latest(&self, topic: &str, version: i64) -> bool {
         lock(&self.latest).get(topic) == Some(&version)
     }
+
+    /// A delivered result or cleared topic needs no version any more (keeps the map
+    /// as small as the outbox).
+    fn forget(&self, topic: &str, version: i64) {
+        let mut latest = lock(&self.latest);
+        if latest.get(topic) == Some(&version) {
+            latest.remove(topic);
+        }
+    }
 }
 
 /// Writes kept messages to the store before they are sent.
@@ -157,7 +166,7 @@ impl Keeper {
 }
 
 /// Writes acknowledgements to the store off the connection loop.
-pub(super) fn spawn_acker(store: Store) -> mpsc::UnboundedSender<(String, i64)> {
+pub(super) fn spawn_acker(keeper: Arc<Keeper>) -> mpsc::UnboundedSender<(String, i64)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, i64)>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -165,11 +174,13 @@ pub(super) fn spawn_acker(store: Store) -> mpsc::UnboundedSender<(String, i64)> 
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
-            let store = store.clone();
+            let keeper = keeper.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for (topic, version) in batch {
-                    if let Err(e) = store.outbox_acked(&topic, version) {
-                        crate::jobs::store_error("recording an acknowledgement", &e);
+                    match keeper.store.outbox_acked(&topic, version) {
+                        Ok(true) => keeper.tracker.forget(&topic, version),
+                        Ok(false) => {}
+                        Err(e) => crate::jobs::store_error("recording an acknowledgement", &e),
                     }
                 }
             })
