@@ -1,7 +1,7 @@
 //! The fault suite: what a bad night does to the worker, with real Mosquitto, borg
 //! and borgmatic. Broker `kill -9`/restart loops with persistence off and on, the
 //! worker killed at several moments of a real backup, the same request delivered
-//! again after a restart, a full and a read-only `state_dir`. Each test asserts the
+//! again after a restart, a full `state_dir` (and a full or read-only one at start). Each test asserts the
 //! guarantee topics.md states, with counts (jobs started = results received =
 //! records stored; zero orphans; zero extra runs). Every loop is bounded.
 
@@ -493,7 +493,7 @@ async fn until_ready(http: &str, code: u16) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_or_read_only_state_dir_refuses_jobs_says_why_and_recovers() {
+async fn a_full_state_dir_refuses_jobs_says_why_and_recovers() {
     let broker = Broker::start();
     let repos = Repos::new();
     repos.add("nc", "");
