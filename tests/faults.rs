@@ -1,9 +1,10 @@
 //! The fault suite: what a bad night does to the worker, with real Mosquitto, borg
 //! and borgmatic. Broker `kill -9`/restart loops with persistence off and on, the
-//! worker killed at several moments of a real backup, the same request delivered
-//! again after a restart, a full `state_dir` (and a full or read-only one at start). Each test asserts the
-//! guarantee topics.md states, with counts (jobs started = results received =
-//! records stored; zero orphans; zero extra runs). Every loop is bounded.
+//! worker killed (`kill -9`, SIGTERM) at several moments of a real backup, the same
+//! request delivered again after a restart, a full `state_dir` while running and a
+//! full or read-only one at start. Each test asserts the guarantee topics.md states,
+//! with counts (jobs started = results received = records stored; zero orphans;
+//! zero extra runs). Every loop is bounded.
 
 mod support;
 
@@ -573,4 +574,36 @@ async fn starting_on_a_full_or_read_only_state_dir_says_which() {
     ro.read_only();
     let text = start_output(&ro);
     assert!(text.contains("ead-only file system"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_backup_ends_the_job_interrupted_with_nothing_left_running() {
+    let broker = Broker::start();
+    let repos = Repos::new();
+    repos.add("nc", "read_special: true\n");
+    let ok = Command::new("mkfifo")
+        .arg(repos.source("nc").join("pipe"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut worker = Worker::start(&broker, &repos, &[]).await;
+    let base = worker.base.clone();
+    let c = requester(&broker, &base).await;
+    let watcher = Client::connect(&broker).await;
+    watcher.subscribe(&worker.topic("jobs/+/result")).await;
+    let resp = start_backup(&broker, &c, &base, "nc", None).await;
+    assert_eq!(resp["status"], "ok", "{resp}");
+    let job = resp["job_id"].as_str().unwrap().to_string();
+    until_locked(&repos.repo_path("nc")).await;
+    let status = worker.terminate();
+    assert!(status.success(), "{status:?}");
+    let dir = repos.dir.path().display().to_string();
+    assert_eq!(backups_under(&dir), Vec::<String>::new(), "left running");
+    // The result went out before the worker exited.
+    let topic = worker.topic(&format!("jobs/{job}/result"));
+    let result = watcher.wait_for(|m| m.topic == topic).await.json();
+    assert_eq!(result["state"], "interrupted", "{result}");
+    assert!(repos.check("nc"));
+    eprintln!("SIGTERM: 1 job interrupted, result published, 0 processes left, repository checks");
 }
