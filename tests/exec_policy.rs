@@ -122,7 +122,7 @@ async fn a_write_token_reaches_no_admin_capability_through_exec() {
                 e["LOCK_FILE_PRESENT"] = json!("0");
                 e
             }),
-            "does not allow env \"LOCK_FILE_PRESENT\"",
+            "does not allow env \"LOCK_FILE_PRESEN\"",
         ),
         (
             "container/exec",

@@ -125,6 +125,11 @@ impl Dispatch {
             .is_some_and(|c| c.len() > MAX_CORRELATION_BYTES)
         {
             crate::metrics::request("mqtt", ErrorCode::Invalid.as_str());
+            self.service.audit_refusal(
+                crate::service::Transport::Mqtt,
+                command,
+                ErrorCode::Invalid,
+            );
             let rid = Envelope::parse(&p.payload, &self.limits)
                 .ok()
                 .and_then(|e| e.request_id);
@@ -237,6 +242,8 @@ impl Dispatch {
             return;
         };
         crate::metrics::request("mqtt", ErrorCode::Busy.as_str());
+        self.service
+            .audit_refusal(crate::service::Transport::Mqtt, command, ErrorCode::Busy);
         let props = p.properties.as_ref();
         let rid = Envelope::parse(&p.payload, &self.limits)
             .ok()

@@ -228,6 +228,29 @@ impl Service {
         resp
     }
 
+    /// Records a request an adapter refused before it reached [`Service::handle`]
+    /// (MQTT: no room in flight, correlation data too long), so the audit trail
+    /// accounts for every request. Unauthenticated by then: aggregated like other
+    /// refusals without a token.
+    pub fn audit_refusal(&self, transport: Transport, command: &str, code: ErrorCode) {
+        self.audit.append(&AuditRecord {
+            at: chrono::Utc::now(),
+            transport: transport.as_str().into(),
+            role: None,
+            client: None,
+            command: match CommandName::parse(command) {
+                Some(name) => name.as_str().to_string(),
+                None => crate::command::shorten(command)
+                    .trim_matches('"')
+                    .to_string(),
+            },
+            repository: None,
+            outcome: code.as_str().into(),
+            job_id: None,
+            request_id: None,
+        });
+    }
+
     /// The role of a token presented outside a command (HTTP job views), if it
     /// reaches `need`.
     pub fn authorize(&self, token: Option<&str>, need: Role) -> Result<Role, ApiError> {
