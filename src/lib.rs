@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod locks;
 pub mod metrics;
 pub mod mqtt;
+pub mod reconcile;
 pub mod redact;
 pub mod service;
 pub mod ssh_keys;

@@ -64,6 +64,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         engine.clone(),
         version,
     ));
+    crate::reconcile::at_start(&settings, &service).await;
     let metrics = crate::metrics::install();
     crate::metrics::spawn_job_metrics(engine.subscribe_reliable(false));
     // Bind before announcing `online`, so a client that saw it can use HTTP too.

@@ -78,6 +78,10 @@ pub async fn run(
         source,
     })?;
     let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    // Recorded while it runs, so a worker killed meanwhile ends it at its next start.
+    if let Some(p) = child.id() {
+        crate::jobs::supervise::process_started(p);
+    }
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
 
@@ -113,6 +117,9 @@ pub async fn run(
         }
     };
     let (status, stdout, ()) = tokio::join!(wait, read_out, read_err);
+    if let Some(p) = pid {
+        crate::jobs::supervise::process_ended(p.as_raw() as u32);
+    }
     let status = status.map_err(ProcessError::Wait)?;
     let exit_code = match status.code() {
         Some(c) => c,

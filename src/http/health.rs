@@ -108,9 +108,12 @@ pub async fn readyz(State(st): State<AppState>) -> HttpResponse {
         .readiness
         .store
         .get(STORE_CHECK_TTL, || async move {
-            match tokio::task::spawn_blocking(move || engine.store_writable()).await {
-                Ok(true) => Ok("writable".to_string()),
-                _ => Err("the job store refuses writes".to_string()),
+            // The probe writes (a row and a synced file): a full or read-only disk
+            // fails it, named as such.
+            match tokio::task::spawn_blocking(move || engine.store_check()).await {
+                Ok(Ok(())) => Ok("writable".to_string()),
+                Ok(Err(why)) => Err(format!("the job store refuses writes: {why}")),
+                Err(_) => Err("the job store probe failed".to_string()),
             }
         })
         .await;

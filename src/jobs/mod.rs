@@ -9,9 +9,12 @@
 mod engine;
 pub mod events;
 pub mod log;
+pub mod outbox;
 pub mod record;
+pub mod requests;
 mod slots;
 pub mod store;
+pub mod supervise;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,8 +24,9 @@ use serde_json::Value;
 pub use engine::{repo_lock, CancelError, JobEngine, JobSpec, SubmitError, TaskContext};
 pub use events::{JobEvent, Pace, PublishedLine, ReliableEvents};
 pub use log::{LogLine, Stream};
+pub use outbox::OutboxRow;
 pub use record::{JobRecord, JobResult, JobState};
-pub use store::{Store, StoreError};
+pub use store::{store_error, Store, StoreError};
 
 /// A boxed, sendable future: what a task's `run` returns.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -58,6 +58,10 @@ pub struct JobRecord {
     /// Live progress, where the executor reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Value>,
+    /// An interrupted backup whose archive the repository holds anyway (found at
+    /// the next start): the archive's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_written: Option<String>,
 }
 
 impl JobRecord {
@@ -80,6 +84,7 @@ impl JobRecord {
             lines: 0,
             error: None,
             progress: None,
+            archive_written: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use super::log::LogLine;
@@ -22,17 +22,49 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("job store: lock poisoned")]
     Poisoned,
+    #[error("job store: {0}")]
+    Disk(String),
+}
+
+/// What is wrong with the disk holding `dir`, in words an operator acts on: full
+/// (no block left for unprivileged writers) or mounted read-only.
+pub fn disk_problem(dir: &Path) -> Option<&'static str> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(dir).ok()?;
+    if st.flags().contains(FsFlags::ST_RDONLY) {
+        return Some("state_dir is on a read-only file system");
+    }
+    if st.blocks_available() == 0 {
+        return Some("the disk holding state_dir is full");
+    }
+    None
+}
+
+/// Logs and counts a failed store operation (`bmqtt_store_errors_total`): none is
+/// ever silent.
+pub fn store_error(what: &str, e: &StoreError) {
+    metrics::counter!("bmqtt_store_errors_total").increment(1);
+    tracing::error!(error = %e, "job store: {what} failed");
 }
 
 /// A handle to the store; clones share one connection.
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
-    /// Opens (creating) `<state_dir>/jobs.sqlite3`.
+    /// Opens (creating) `<state_dir>/jobs.sqlite3`; a full or read-only disk is
+    /// named as such (SQLite alone says "disk I/O error").
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_inner(state_dir).map_err(|e| match disk_problem(state_dir) {
+            Some(problem) => StoreError::Disk(format!("{problem} ({e})")),
+            None => e,
+        })
+    }
+
+    fn open_inner(state_dir: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(state_dir.join("jobs.sqlite3"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -48,14 +80,34 @@ impl Store {
                  seq INTEGER NOT NULL,
                  line TEXT NOT NULL,
                  PRIMARY KEY (job_id, seq)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 topic TEXT PRIMARY KEY,
+                 payload BLOB NOT NULL,
+                 retain INTEGER NOT NULL,
+                 version INTEGER NOT NULL,
+                 acked INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS processes (
+                 job_id TEXT NOT NULL,
+                 pgid INTEGER NOT NULL,
+                 start_ticks INTEGER NOT NULL,
+                 PRIMARY KEY (job_id, pgid)
+             );
+             CREATE TABLE IF NOT EXISTS requests (
+                 key TEXT PRIMARY KEY,
+                 body TEXT NOT NULL,
+                 answer TEXT,
+                 at INTEGER NOT NULL
+             );",
         )?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            dir: state_dir.to_path_buf(),
         })
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -156,13 +208,47 @@ impl Store {
         })
     }
 
-    /// Whether a write goes through (readiness).
+    /// Whether a write goes through (readiness): a row written to the store and a
+    /// small file written and synced in `state_dir` (SQLite may still have room in
+    /// its write-ahead log on a full disk, so the file tells the truth).
     pub fn check_writable(&self) -> Result<(), StoreError> {
+        let fail = |e: StoreError| match disk_problem(&self.dir) {
+            Some(p) => StoreError::Disk(p.to_string()),
+            None => e,
+        };
         self.with(|c| {
-            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
-            let _: Option<i64> = c.query_row("SELECT 1", [], |r| r.get(0)).optional()?;
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)",
+                [],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?1)",
+                params![Utc::now().timestamp_micros()],
+            )?;
             Ok(())
         })
+        .map_err(fail)?;
+        let probe = self.dir.join(".write-probe");
+        let written = std::fs::write(&probe, [0u8; 4096])
+            .and_then(|()| std::fs::File::open(&probe)?.sync_all());
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| fail(StoreError::Disk(format!("state_dir: {e}"))))
+    }
+
+    /// What is wrong with the store's disk right now, if anything (a cheap
+    /// `statvfs`): checked before a job is accepted, because SQLite may still have
+    /// room in its write-ahead log on a disk that is full.
+    pub fn disk_problem(&self) -> Option<&'static str> {
+        disk_problem(&self.dir)
+    }
+
+    /// The disk problem behind a failed write, for a client's message.
+    pub fn problem(&self, e: &StoreError) -> String {
+        match (disk_problem(&self.dir), e) {
+            (Some(p), _) => p.to_string(),
+            (None, StoreError::Disk(m)) => m.clone(),
+            _ => "the job store in state_dir cannot be written".to_string(),
+        }
     }
 }
 

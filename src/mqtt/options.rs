@@ -15,6 +15,9 @@ use rumqttc::Transport;
 use super::Topics;
 use crate::config::Settings;
 
+/// How long the broker keeps the worker's session after a disconnect.
+pub(super) const SESSION_EXPIRY_SECS: u32 = 300;
+
 /// The largest packet the worker accepts: `limits.max_request_bytes` plus room for
 /// the longest topic MQTT allows and for properties (and for a request a little over
 /// the limit, which then gets a clear `invalid` answer instead of none).
@@ -28,9 +31,13 @@ pub(super) fn build(settings: &Settings, topics: &Topics) -> anyhow::Result<Mqtt
     let client_id = client_id(settings)?;
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
     o.set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)));
-    // A fresh session on every connect: commands published while the worker was
-    // away are not replayed hours later; subscriptions are renewed on ConnAck.
-    o.set_clean_start(true);
+    // A persistent session: a broker keeps the worker's subscriptions and what it
+    // queued for it (commands sent during a short outage, unacknowledged
+    // deliveries) for SESSION_EXPIRY_SECS after a disconnect, so a QoS 1 command
+    // is redelivered after a worker restart (request-id dedup makes that safe).
+    // Longer outages end the session: commands are not replayed hours later.
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
     // What the broker may send us: the largest request plus a topic and properties.
     // A v5 broker drops larger messages for this client instead of delivering them,
     // so a flood of huge payloads never reaches the worker's memory.

@@ -7,12 +7,14 @@
 //! a result without its data) or log and skip.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ClientError};
 
+use super::outbox::{Tag, Tracker};
 use super::topics;
 
 /// Why a message was not handed to the client.
@@ -58,7 +60,8 @@ impl PacketLimit {
 #[derive(Clone)]
 pub(super) struct Out {
     pub client: AsyncClient,
-    pub limit: std::sync::Arc<PacketLimit>,
+    pub limit: Arc<PacketLimit>,
+    pub tracker: Arc<Tracker>,
 }
 
 impl Out {
@@ -91,16 +94,33 @@ impl Out {
         payload: Bytes,
         props: Option<PublishProperties>,
     ) -> Result<(), Unsendable> {
+        self.send(Tag::Plain, topic, qos, retain, payload, props)
+            .await
+    }
+
+    /// Like [`Self::publish`], tagged (a log line, a kept message).
+    pub async fn send(
+        &self,
+        tag: Tag,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+        props: Option<PublishProperties>,
+    ) -> Result<(), Unsendable> {
         self.check(&topic, qos, &payload, props.as_ref())?;
-        let r = match props {
-            Some(props) => {
-                self.client
-                    .publish_bytes_with_properties(topic, qos, retain, payload, props)
-                    .await
+        loop {
+            let room = self.tracker.space.notified();
+            match self.hand_over(tag.clone(), &topic, qos, retain, &payload, &props) {
+                Err(Unsendable::Client(_)) if !self.tracker.closed.load(Ordering::Acquire) => {}
+                r => return r,
             }
-            None => self.client.publish_bytes(topic, qos, retain, payload).await,
-        };
-        r.map_err(|e| Unsendable::Client(Box::new(e)))
+            // The client's queue is full: wait until the event loop takes one.
+            tokio::select! {
+                _ = room => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
     }
 
     /// Checks, then queues in the client without waiting (fails when its queue is full).
@@ -112,14 +132,49 @@ impl Out {
         payload: Bytes,
         props: Option<PublishProperties>,
     ) -> Result<(), Unsendable> {
+        self.try_send(Tag::Plain, topic, qos, retain, payload, props)
+    }
+
+    /// Like [`Self::try_publish`], tagged.
+    pub fn try_send(
+        &self,
+        tag: Tag,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+        props: Option<PublishProperties>,
+    ) -> Result<(), Unsendable> {
         self.check(&topic, qos, &payload, props.as_ref())?;
-        let r = match props {
-            Some(props) => self
-                .client
-                .try_publish_with_properties(topic, qos, retain, payload, props),
-            None => self.client.try_publish(topic, qos, retain, payload),
-        };
-        r.map_err(|e| Unsendable::Client(Box::new(e)))
+        self.hand_over(tag, &topic, qos, retain, &payload, &props)
+    }
+
+    /// One non-blocking hand-over, in the tracker's order.
+    fn hand_over(
+        &self,
+        tag: Tag,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: &Bytes,
+        props: &Option<PublishProperties>,
+    ) -> Result<(), Unsendable> {
+        self.tracker
+            .send(tag, || {
+                match props {
+                    Some(props) => self.client.try_publish_with_properties(
+                        topic,
+                        qos,
+                        retain,
+                        payload.clone(),
+                        props.clone(),
+                    ),
+                    None => self.client.try_publish(topic, qos, retain, payload.clone()),
+                }
+                .map_err(Box::new)
+            })
+            .map(|_| ())
+            .map_err(Unsendable::Client)
     }
 }
 

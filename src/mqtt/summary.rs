@@ -48,6 +48,7 @@ pub fn last_summary(r: &JobResult) -> Option<(String, &'static str, Value)> {
                 "skipped",
                 "changed_files",
                 "reason",
+                "archive_written",
             ] {
                 summary[k] = data[k].clone();
             }

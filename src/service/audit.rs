@@ -210,6 +210,7 @@ impl Shared {
                 .and_then(|mut f| f.write_all(&bytes))
         });
         if let Err(e) = written {
+            metrics::counter!("bmqtt_audit_write_errors_total").increment(1);
             tracing::error!(error = %e, path = %self.path.display(), "could not write the audit trail");
         }
     }

@@ -6,16 +6,25 @@
 //! nothing else waits, so one slow request never holds up unrelated ones. The same id
 //! with a different body is refused. Remembered answers are bounded in bytes (the
 //! oldest are forgotten first) and in time ([`super::DEDUP_WINDOW`]).
+//!
+//! Answers are also kept in the job store for the window, so a copy delivered after
+//! a restart (QoS 1 redelivery after a crash) gets the stored answer and starts
+//! nothing. Body hashes are keyed SHA-256 with a random key kept in the store.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use tokio::sync::watch;
 
 use crate::command::{CommandName, RequestId, Response};
+use crate::jobs::requests::StoredRequest;
+use crate::jobs::{store_error, Store};
+
+/// Largest answer kept in the store (answers that start jobs are far smaller).
+const MAX_STORED_ANSWER: usize = 64 * 1024;
 
 /// Keys remembered at most, whatever their size (bounds the map's own overhead).
 const MAX_KEYS: usize = 10_000;
@@ -75,25 +84,76 @@ pub(super) enum Claim<'a> {
 
 pub(super) struct Dedup {
     inner: Mutex<Inner>,
-    hasher: RandomState,
+    hash_key: [u8; 32],
+    store: Option<Store>,
     window: Duration,
     max_bytes: usize,
 }
 
 impl Dedup {
+    /// Remembers answers in memory only (tests).
+    #[cfg(test)]
     pub fn new(window: Duration, max_bytes: usize) -> Self {
+        let mut hash_key = [0u8; 32];
+        hash_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
         Self {
             inner: Mutex::new(Inner::default()),
-            hasher: RandomState::new(),
+            hash_key,
+            store: None,
+            window,
+            max_bytes,
+        }
+    }
+
+    /// Remembers answers in memory and in `store`, so they survive a restart.
+    pub fn with_store(window: Duration, max_bytes: usize, store: Store) -> Self {
+        let hash_key = store.hash_key().unwrap_or_else(|e| {
+            store_error("reading the request hashing key", &e);
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            k
+        });
+        Self {
+            inner: Mutex::new(Inner::default()),
+            hash_key,
+            store: Some(store),
             window,
             max_bytes,
         }
     }
 
     /// A keyed hash of a request body: equal bodies compare equal, and a client
-    /// cannot craft a collision (the key is random per process).
+    /// cannot craft a collision nor learn a body from a stored hash.
     pub fn hash(&self, body: &[u8]) -> u64 {
-        self.hasher.hash_one(body)
+        let digest = Sha256::new()
+            .chain_update(self.hash_key)
+            .chain_update(body)
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    /// What an earlier run answered for this key within the window.
+    fn stored(&self, key: &Key, body: u64) -> Option<Claim<'static>> {
+        let store = self.store.as_ref()?;
+        let found = store.request_get(&key.stored()).unwrap_or_else(|e| {
+            store_error("looking up a request id", &e);
+            None
+        })?;
+        let age = chrono::Utc::now().timestamp() - found.at;
+        if age < 0 || age as u64 >= self.window.as_secs() {
+            return None;
+        }
+        if found.body != body {
+            return Some(Claim::Reused);
+        }
+        Some(
+            match found.answer.and_then(|a| serde_json::from_str(&a).ok()) {
+                Some(answer) => Claim::Replay(answer),
+                None => Claim::Forgotten,
+            },
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -108,6 +168,9 @@ impl Dedup {
                 self.prune(&mut g, Instant::now());
                 match g.slots.get(&key) {
                     None => {
+                        if let Some(claim) = self.stored(&key, body) {
+                            return claim;
+                        }
                         let (tx, rx) = watch::channel(None);
                         g.slots
                             .insert(key.clone(), Slot::Pending { body, done: rx });
@@ -193,9 +256,34 @@ impl Ticket<'_> {
             g.order.push_back((now, self.key.clone()));
             self.dedup.prune(&mut g, now);
         }
+        if let Some(store) = &self.dedup.store {
+            let json = String::from_utf8_lossy(&answer.to_json()).into_owned();
+            let now = chrono::Utc::now().timestamp();
+            let stored = StoredRequest {
+                body: self.body,
+                answer: (json.len() <= MAX_STORED_ANSWER).then_some(json),
+                at: now,
+            };
+            let oldest = now - self.dedup.window.as_secs() as i64;
+            if let Err(e) = store.request_put(&self.key.stored(), &stored, oldest) {
+                store_error("remembering a request id", &e);
+            }
+        }
         if let Some(tx) = self.tx.take() {
             tx.send_replace(Some(answer.clone()));
         }
+    }
+}
+
+impl Key {
+    /// The key's text in the store.
+    fn stored(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.principal,
+            self.command.as_str(),
+            self.id.as_str()
+        )
     }
 }
 
@@ -251,6 +339,35 @@ mod tests {
         assert!(!copy.is_finished());
         first.finish(&answer(3));
         assert_eq!(copy.await.unwrap(), answer(3).to_json());
+    }
+
+    #[tokio::test]
+    async fn a_copy_after_a_restart_gets_the_stored_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store = Store::open(dir.path()).unwrap();
+            Dedup::with_store(Duration::from_secs(600), 1 << 20, store)
+        };
+        let body = {
+            let d = open();
+            let body = d.hash(b"{}");
+            let Claim::Run(t) = d.claim(key("p", "a"), body).await else {
+                panic!()
+            };
+            t.finish(&answer(3));
+            body
+        };
+        let d = open();
+        assert_eq!(d.hash(b"{}"), body, "the hash key is kept");
+        match d.claim(key("p", "a"), body).await {
+            Claim::Replay(r) => assert_eq!(r.to_json(), answer(3).to_json()),
+            _ => panic!("the stored answer must be replayed"),
+        }
+        assert!(matches!(
+            d.claim(key("p", "a"), body ^ 1).await,
+            Claim::Reused
+        ));
+        assert!(matches!(d.claim(key("q", "a"), body).await, Claim::Run(_)));
     }
 
     #[tokio::test]

@@ -102,7 +102,11 @@ impl Service {
         // Start-up already refused a policy file that does not load.
         let policy = ExecPolicy::from_settings(&settings.docker)
             .unwrap_or_else(|_| ExecPolicy::builtin(&settings.docker.mastercontainer()));
-        let dedup = dedup::Dedup::new(DEDUP_WINDOW, settings.limits.dedup_cache_bytes);
+        let dedup = dedup::Dedup::with_store(
+            DEDUP_WINDOW,
+            settings.limits.dedup_cache_bytes,
+            engine.store().clone(),
+        );
         let request_limits = RequestLimits {
             max_bytes: settings.limits.max_request_bytes,
             max_depth: settings.limits.max_request_depth,
@@ -805,6 +809,9 @@ impl Service {
                 ErrorCode::Unavailable,
                 "the worker is shutting down",
             )),
+            Err(e @ SubmitError::Storage(_)) => {
+                Err(ApiError::new(ErrorCode::Unavailable, e.to_string()))
+            }
         }
     }
 }

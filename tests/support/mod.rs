@@ -127,6 +127,22 @@ impl Broker {
         self.dir.path().join("ca.crt")
     }
 
+    /// With persistence on (saved every second and on exit, in the broker's dir):
+    /// sessions, queued messages and retained messages survive a restart.
+    pub fn start_persistent() -> Broker {
+        Self::start_with(false, false, "persistence true\nautosave_interval 1\n")
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence file) and waits.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+
     fn start_with(tls: bool, shipped: bool, extra: &str) -> Broker {
         require("mosquitto");
         require("mosquitto_passwd");
@@ -188,11 +204,16 @@ impl Broker {
             format!(
                 "{user_line}per_listener_settings false\nlistener {port} 127.0.0.1\n{tls_block}\
                  allow_anonymous false\n\
-                 password_file {}\nacl_file {}\npersistence false\n\
+                 password_file {}\nacl_file {}\n{}\n\
                  max_inflight_messages 1000\nmax_queued_messages 100000\nset_tcp_nodelay true\n\
                  log_dest stderr\nlog_type error\nlog_type warning\n{extra}\n",
                 pw.display(),
-                dir.path().join("acl").display()
+                dir.path().join("acl").display(),
+                if extra.contains("persistence true") {
+                    format!("persistence_location {}/", dir.path().display())
+                } else {
+                    "persistence false".to_string()
+                }
             ),
         )
         .unwrap();
@@ -228,8 +249,8 @@ impl Broker {
         }
     }
 
-    /// Stops and starts again on the same port (retained messages are lost, as
-    /// `persistence false` says).
+    /// Kills (SIGKILL) and starts again on the same port (retained messages are
+    /// lost unless started with [`Broker::start_persistent`]).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -538,10 +559,13 @@ impl Worker {
         let base = base.to_string();
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
-        env.push((
-            "BMQTT_STATE_DIR".into(),
-            state_dir.path().display().to_string(),
-        ));
+        // A test may give its own state dir (a small or read-only file system).
+        if !env.iter().any(|(k, _)| k == "BMQTT_STATE_DIR") {
+            env.push((
+                "BMQTT_STATE_DIR".into(),
+                state_dir.path().display().to_string(),
+            ));
+        }
         let log_file = state_dir.path().join("worker.log");
         let mut w = Worker {
             base,

@@ -1,0 +1,277 @@
+//! Accepting a job: the per-line queue caps, the exclusive locks (one active job
+//! per repository), and the record that must be stored before anyone hears of it.
+//! May import: the engine's state, `command`, `auth`, `config`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use super::super::events::JobEvent;
+use super::super::log::LogBuffer;
+use super::super::record::JobRecord;
+use super::super::record::JobResult;
+use super::super::slots::Priority;
+use super::super::Task;
+use super::{lock, Holder, Job, JobEngine};
+use crate::auth::Role;
+use crate::command::{CommandName, JobId, RepositoryLabel, RequestId};
+use crate::config::JobSettings;
+use tokio_util::sync::CancellationToken;
+
+/// What the service asks the engine to run.
+pub struct JobSpec {
+    pub command: CommandName,
+    /// The repository the job works on (shown in its record).
+    pub repository: Option<RepositoryLabel>,
+    /// What the job holds exclusively while it is queued or running (`repo:<label>`,
+    /// `aio`, `container:<name>`): a second job wanting any of them is `busy`.
+    pub locks: Vec<String>,
+    pub request_id: Option<RequestId>,
+    pub timeout: Duration,
+    pub task: Box<dyn Task>,
+    /// Secrets of this job alone (from the request) to scrub from its output.
+    pub secrets: Vec<String>,
+    /// Runs at once even when `jobs.max_concurrent` jobs run (emergency stop).
+    pub bypass_limit: bool,
+    /// The worker's own background work (repository health probes), submitted with
+    /// [`JobEngine::submit_background`]: refused (`busy`) when anything holds its
+    /// locks, while a client's job that finds only background work holding them
+    /// stops that work and waits for its process to end instead — a probe never
+    /// makes a client's request `busy` nor holds it up. It is private to its
+    /// submitter: never listed, published, stored or counted.
+    pub background: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{what} already has an active job {job_id}")]
+    Busy { what: String, job_id: JobId },
+    #[error(
+        "{queued} {class} jobs are already queued (the most allowed); retry when some have run"
+    )]
+    QueueFull { class: &'static str, queued: usize },
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    /// The job's record could not be written: the job was not started.
+    #[error("the job was not started: its record cannot be stored ({0})")]
+    Storage(String),
+}
+
+impl JobEngine {
+    /// Starts a job, or refuses when its repository is busy.
+    pub fn submit(&self, mut spec: JobSpec) -> Result<JobRecord, SubmitError> {
+        spec.background = false;
+        self.start(spec, None)
+    }
+
+    /// Starts the worker's own background work (see [`JobSpec::background`]); its
+    /// result arrives on the receiver only.
+    pub fn submit_background(
+        &self,
+        mut spec: JobSpec,
+    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, SubmitError> {
+        spec.background = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.start(spec, Some(tx))?;
+        Ok(rx)
+    }
+
+    fn start(
+        &self,
+        spec: JobSpec,
+        report: Option<tokio::sync::oneshot::Sender<JobResult>>,
+    ) -> Result<JobRecord, SubmitError> {
+        if self.shared.closing.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let record = JobRecord::queued(
+            spec.command.as_str(),
+            spec.repository.as_ref().map(|r| r.as_str().to_string()),
+            spec.request_id.clone(),
+        );
+        let job_id = record.job_id;
+        // Emergency stop never waits, so it never queues.
+        let line = (!spec.bypass_limit).then(|| Line::of(spec.command));
+        let released = CancellationToken::new();
+        let wait_for = self.reserve(line, &spec.locks, job_id, spec.background, &released)?;
+        // No record, no job: a job clients were told about must survive a restart.
+        // (Background work is never stored.)
+        let saved = match self.shared.store.disk_problem() {
+            _ if spec.background => Ok(()),
+            Some(p) => Err(crate::jobs::StoreError::Disk(p.to_string())),
+            None => self.shared.store.save(&record, None),
+        };
+        if let Err(e) = saved {
+            crate::jobs::store_error("storing a new job", &e);
+            self.release(line, &spec.locks, job_id);
+            return Err(SubmitError::Storage(self.shared.store.problem(&e)));
+        }
+        let redactor = if spec.secrets.is_empty() {
+            self.shared.redactor.clone()
+        } else {
+            self.shared.redactor.with(spec.secrets)
+        };
+        // Background work this job took its locks over from yields: it is asked to
+        // stop, and this job starts once its process has ended.
+        for (holder, _) in &wait_for {
+            if let Some(j) = lock(&self.shared.jobs).get(holder).cloned() {
+                lock(&j.reason).get_or_insert(crate::jobs::CancelReason::User);
+                j.cancel.cancel();
+            }
+        }
+        let wait_for: Vec<CancellationToken> = wait_for.into_iter().map(|(_, r)| r).collect();
+        let job = Arc::new(Job {
+            background: spec.background,
+            report: Mutex::new(report),
+            redactor,
+            record: Mutex::new(record.clone()),
+            log: Mutex::new(Some(LogBuffer::new(
+                job_id,
+                self.shared.settings.log_lines_kept,
+            ))),
+            cancel: CancellationToken::new(),
+            reason: Mutex::new(None),
+            data: Mutex::new(None),
+        });
+        lock(&self.shared.jobs).insert(job_id, job.clone());
+        if !spec.background {
+            self.shared
+                .events
+                .emit(JobEvent::State(Arc::new(record.clone())));
+        }
+
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job_id,
+            command = spec.command.as_str(),
+            request_id = spec.request_id.as_ref().map(|r| r.as_str()),
+        );
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(
+            super::run::run_job(
+                shared,
+                job,
+                spec.task,
+                (spec.timeout, spec.locks, released),
+                wait_for,
+                line,
+            )
+            .instrument(span),
+        );
+        Ok(record)
+    }
+
+    /// Takes a place in the job's queue line and its locks, or says why not.
+    /// Returns the background holders this job takes its locks over from.
+    fn reserve(
+        &self,
+        line: Option<Line>,
+        locks: &[String],
+        job_id: JobId,
+        background: bool,
+        released: &CancellationToken,
+    ) -> Result<Vec<(JobId, CancellationToken)>, SubmitError> {
+        if let Some(line) = line {
+            let mut queued = lock(&self.shared.queued);
+            let cap = line.cap(&self.shared.settings);
+            if queued[line as usize] >= cap {
+                return Err(SubmitError::QueueFull {
+                    class: line.name(),
+                    queued: queued[line as usize],
+                });
+            }
+            queued[line as usize] += 1;
+        }
+        let mut active = lock(&self.shared.active);
+        let blocking = locks.iter().find_map(|k| {
+            active
+                .get(k)
+                .filter(|h| background || !h.background)
+                .map(|h| (k, h.job_id))
+        });
+        if let Some((key, holder)) = blocking {
+            if let Some(line) = line {
+                lock(&self.shared.queued)[line as usize] -= 1;
+            }
+            return Err(SubmitError::Busy {
+                what: describe_lock(key),
+                job_id: holder,
+            });
+        }
+        let mut taken_over = Vec::new();
+        for key in locks {
+            let holder = Holder {
+                job_id,
+                background,
+                released: released.clone(),
+            };
+            if let Some(previous) = active.insert(key.clone(), holder) {
+                taken_over.push((previous.job_id, previous.released));
+            }
+        }
+        Ok(taken_over)
+    }
+
+    /// Gives back what [`Self::reserve`] took (the job was not started).
+    fn release(&self, line: Option<Line>, locks: &[String], job_id: JobId) {
+        if let Some(line) = line {
+            lock(&self.shared.queued)[line as usize] -= 1;
+        }
+        let mut active = lock(&self.shared.active);
+        for key in locks {
+            if active.get(key).is_some_and(|h| h.job_id == job_id) {
+                active.remove(key);
+            }
+        }
+    }
+}
+
+/// The queue a job waits in: read-role commands, or write- and admin-role ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Line {
+    Read = 0,
+    Write = 1,
+}
+
+impl Line {
+    pub(super) fn of(command: CommandName) -> Line {
+        match command.role() {
+            Role::Read => Line::Read,
+            Role::Write | Role::Admin => Line::Write,
+        }
+    }
+    fn cap(self, s: &JobSettings) -> usize {
+        match self {
+            Line::Read => s.max_queued_read,
+            Line::Write => s.max_queued_write,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Line::Read => "read-role",
+            Line::Write => "write- and admin-role",
+        }
+    }
+    pub(super) fn priority(self) -> Priority {
+        match self {
+            Line::Read => Priority::Low,
+            Line::Write => Priority::High,
+        }
+    }
+}
+
+/// `repo:nc` → `repository nc`, for messages.
+fn describe_lock(key: &str) -> String {
+    match key.split_once(':') {
+        Some(("repo", l)) => format!("repository {l}"),
+        Some(("container", c)) => format!("container {c}"),
+        _ if key == "aio" => "Nextcloud AIO".into(),
+        _ => key.to_string(),
+    }
+}
+
+/// The lock key of a repository.
+pub fn repo_lock(label: &RepositoryLabel) -> String {
+    format!("repo:{label}")
+}
