@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::auth::Role;
 use crate::config::DockerSettings;
