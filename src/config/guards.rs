@@ -33,6 +33,17 @@ impl Settings {
     /// Checks everything that can be checked without running anything.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
+        self.token_problems(&mut problems);
+        self.path_problems(&mut problems);
+        self.http_problems(&mut problems);
+        self.bound_problems(&mut problems);
+        self.repository_problems(&mut problems);
+        self.tls_problems(&mut problems);
+        problems
+    }
+
+    /// Tokens: set where required, long enough, one per role.
+    fn token_problems(&self, problems: &mut Vec<Problem>) {
         let tokens = [
             ("auth.read_token", self.auth.read_token.as_ref(), true),
             ("auth.write_token", self.auth.write_token.as_ref(), true),
@@ -75,6 +86,10 @@ impl Settings {
                 }
             }
         }
+    }
+
+    /// The borgmatic configuration directory, the topic base and the exec policy file.
+    fn path_problems(&self, problems: &mut Vec<Problem>) {
         if !self.borgmatic.config_dir.is_dir() {
             problems.push(problem(
                 "borgmatic.config_dir",
@@ -92,6 +107,10 @@ impl Settings {
                 problems.push(problem("docker.exec_policy_file", e));
             }
         }
+    }
+
+    /// The HTTP sidecar's address and connection bounds.
+    fn http_problems(&self, problems: &mut Vec<Problem>) {
         if self.http.listen != "off" && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(problem(
                 "http.listen",
@@ -110,6 +129,10 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+    }
+
+    /// Size, count and time bounds that must be at least (or at most) something.
+    fn bound_problems(&self, problems: &mut Vec<Problem>) {
         if self.audit.max_bytes < 4096 {
             problems.push(problem("audit.max_bytes", "must be at least 4096"));
         }
@@ -145,6 +168,10 @@ impl Settings {
         if self.jobs.log_qos > 1 {
             problems.push(problem("jobs.log_qos", "must be 0 or 1"));
         }
+    }
+
+    /// Per-repository settings: valid labels, distinct secrets.
+    fn repository_problems(&self, problems: &mut Vec<Problem>) {
         for (label, repo) in &self.repositories {
             if let (Some(borg), Some(ssh)) = (&repo.passphrase, &repo.ssh_passphrase) {
                 if borg == ssh && !borg.is_empty() {
@@ -161,6 +188,10 @@ impl Settings {
                 ));
             }
         }
+    }
+
+    /// The broker TLS files, when TLS is on.
+    fn tls_problems(&self, problems: &mut Vec<Problem>) {
         if self.mqtt.tls {
             for (key, file) in [
                 ("mqtt.ca_file", &self.mqtt.ca_file),
@@ -186,7 +217,6 @@ impl Settings {
                 ));
             }
         }
-        problems
     }
 }
 

@@ -18,15 +18,22 @@ use crate::exec::process::ProcessSpec;
 use crate::exec::roots::Confined;
 
 impl Borgmatic {
+    /// The task that runs `action` with `config` (a file, or the directory for
+    /// `config validate`): global flags, then the action's own argv.
     pub(super) fn task_for(
         &self,
         config: PathBuf,
         secrets: &JobSecrets,
         action: Action,
     ) -> BorgmaticTask {
+        let parts = Parts::of(action);
         let mut global: Vec<OsString> = vec![eq_path("--config", &config)];
-        // The directory re-checked when the job starts: (its argv index, flag, dir).
-        let mut confine: Option<(usize, &'static str, Confined, bool)> = None;
+        if parts.dry_run {
+            global.push("--dry-run".into());
+        }
+        if self.log_json {
+            global.push("--log-json".into());
+        }
         let mut env: Vec<(String, Secret)> = Vec::new();
         if let Some(p) = &secrets.borg {
             env.push(("BORG_PASSPHRASE".into(), p.clone()));
@@ -35,15 +42,75 @@ impl Borgmatic {
             let keys = crate::borg_config::ssh_identity_files(&config);
             env.extend(crate::askpass::env(p, &keys));
         }
-        let (args, output): (Vec<OsString>, Output) = match action {
+        env.extend(parts.env);
+        let confine = parts.confine.map(|(i, flag, dir, pin)| Confinement {
+            index: global.len() + i,
+            flag,
+            dir,
+            pin,
+        });
+        global.extend(parts.args);
+        BorgmaticTask {
+            spec: ProcessSpec {
+                program: self.binary.clone(),
+                args: global,
+                env,
+                capture_stdout: parts.output.captures_stdout(),
+                kill_grace: self.kill_grace,
+            },
+            output: parts.output,
+            runtime_root: self.runtime_root.clone(),
+            log_json: self.log_json,
+            restore_check: None,
+            confine,
+        }
+    }
+}
+
+/// What one action adds to the invocation.
+struct Parts {
+    /// The action and its own arguments (after the global flags).
+    args: Vec<OsString>,
+    /// How to read the run's stdout.
+    output: Output,
+    /// `--dry-run` is a global flag in borgmatic.
+    dry_run: bool,
+    /// Environment beyond the job's secrets.
+    env: Vec<(String, Secret)>,
+    /// The directory re-checked when the job starts: (its index in `args`, flag,
+    /// dir, whether to pass it held open).
+    confine: Option<(usize, &'static str, Confined, bool)>,
+}
+
+impl Parts {
+    fn new(args: Vec<OsString>, output: Output) -> Self {
+        Self {
+            args,
+            output,
+            dry_run: false,
+            env: Vec::new(),
+            confine: None,
+        }
+    }
+
+    fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    fn env(mut self, name: &str, value: Secret) -> Self {
+        self.env.push((name.into(), value));
+        self
+    }
+
+    /// One arm per action: the only place an action becomes argv.
+    fn of(action: Action) -> Self {
+        match action {
             Action::Create {
                 dry_run,
                 stats,
                 progress,
             } => {
-                if dry_run {
-                    global.push("--dry-run".into());
-                }
                 let mut a = args(&["create", "--json"]);
                 if stats {
                     a.push("--stats".into());
@@ -51,154 +118,128 @@ impl Borgmatic {
                 if progress {
                     a.push("--progress".into());
                 }
-                (a, Output::Create { dry_run })
+                Parts::new(a, Output::Create { dry_run }).dry_run(dry_run)
             }
             Action::RepoList { last } => {
                 let mut a = args(&["repo-list", "--json"]);
                 if let Some(n) = last {
                     a.push(format!("--last={n}").into());
                 }
-                (a, Output::RepoList)
+                Parts::new(a, Output::RepoList)
             }
-            Action::Info { archive } => (
-                vec![
-                    "info".into(),
-                    "--json".into(),
-                    client_args::archive(&archive),
-                ],
+            Action::Info { archive } => Parts::new(
+                vec!["info".into(), "--json".into(), client_args::archive(&archive)],
                 Output::Json,
             ),
-            Action::LatestStats => (
+            Action::LatestStats => Parts::new(
                 args(&["info", "--json", "--archive=latest"]),
                 Output::LatestStats,
             ),
-            Action::RepoInfo => (args(&["repo-info", "--json"]), Output::Json),
+            Action::RepoInfo => Parts::new(args(&["repo-info", "--json"]), Output::Json),
             Action::Extract {
                 archive,
                 paths,
                 destination,
-            } => {
-                let mut a = vec!["extract".into(), client_args::archive(&archive)];
-                a.push(eq_path("--destination", destination.path()));
-                confine = Some((a.len() - 1, "--destination", destination.clone(), true));
-                for p in &paths {
-                    a.push(client_args::path(p));
-                }
-                let data = json!({
-                    "archive": archive.as_str(),
-                    "destination": destination.path(),
-                    "paths": paths.iter().map(ArchivePath::as_str).collect::<Vec<_>>(),
-                });
-                (a, Output::Static(data))
-            }
+            } => Self::extract(archive, paths, destination),
             Action::Mount {
                 archive,
                 mount_point,
-            } => {
-                let mut a: Vec<OsString> = vec!["mount".into()];
-                if let Some(archive) = &archive {
-                    a.push(client_args::archive(archive));
-                }
-                a.push(eq_path("--mount-point", mount_point.path()));
-                // A mount point is passed by name: fusermount resolves it itself.
-                confine = Some((a.len() - 1, "--mount-point", mount_point.clone(), false));
-                let data = json!({
-                    "archive": archive.as_ref().map(ArchiveName::as_str),
-                    "mount_point": mount_point.path(),
-                });
-                (a, Output::Static(data))
+            } => Self::mount(archive, mount_point),
+            Action::Umount { mount_point } => Self::umount(mount_point),
+            Action::Check { repair } => Self::check(repair),
+            Action::Prune { dry_run } => Parts::new(
+                args(&["prune", "--list"]),
+                Output::Static(json!({ "dry_run": dry_run })),
+            )
+            .dry_run(dry_run),
+            Action::Compact { dry_run } => Parts::new(
+                args(&["compact"]),
+                Output::Static(json!({ "dry_run": dry_run })),
+            )
+            .dry_run(dry_run),
+            Action::BreakLock => Parts::new(args(&["break-lock"]), Output::Static(json!({}))),
+            Action::ChangePassphrase { new } => Parts::new(
+                args(&["key", "change-passphrase"]),
+                Output::Static(json!({
+                    "next_step": "update the passphrase the worker uses for this repository (repositories.<label>.passphrase or encryption_passphrase), or the next job fails"
+                })),
+            )
+            .env("BORG_NEW_PASSPHRASE", new),
+            Action::ValidateConfig => {
+                Parts::new(args(&["config", "validate"]), Output::Static(json!({})))
             }
-            Action::Umount { mount_point } => {
-                let data = json!({ "mount_point": mount_point.path() });
-                let a = vec![
-                    "umount".into(),
-                    eq_path("--mount-point", mount_point.path()),
-                ];
-                confine = Some((1, "--mount-point", mount_point, false));
-                (a, Output::Static(data))
-            }
-            Action::Check { repair } => {
-                let mut a = args(&["check", "--force"]);
-                if repair {
-                    a.push("--repair".into());
-                    // borg asks for confirmation of a repair; the admin role is ours.
-                    env.push((
-                        "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING".into(),
-                        Secret::new("YES"),
-                    ));
-                }
-                (a, Output::Static(json!({ "repair": repair })))
-            }
-            Action::Prune { dry_run } => {
-                if dry_run {
-                    global.push("--dry-run".into());
-                }
-                (
-                    args(&["prune", "--list"]),
-                    Output::Static(json!({ "dry_run": dry_run })),
-                )
-            }
-            Action::Compact { dry_run } => {
-                if dry_run {
-                    global.push("--dry-run".into());
-                }
-                (
-                    args(&["compact"]),
-                    Output::Static(json!({ "dry_run": dry_run })),
-                )
-            }
-            Action::BreakLock => (args(&["break-lock"]), Output::Static(json!({}))),
-            Action::ChangePassphrase { new } => {
-                env.push(("BORG_NEW_PASSPHRASE".into(), new));
-                (
-                    args(&["key", "change-passphrase"]),
-                    Output::Static(json!({
-                        "next_step": "update the passphrase the worker uses for this repository (repositories.<label>.passphrase or encryption_passphrase), or the next job fails"
-                    })),
-                )
-            }
-            Action::ValidateConfig => (args(&["config", "validate"]), Output::Static(json!({}))),
             Action::CheckArchive { archive, spot } => {
                 let mut a = args(&["check", "--force", "--only", "archives"]);
                 if spot {
                     a.extend(args(&["--only", "spot"]));
                 }
                 a.push(client_args::match_archive(&archive));
-                (a, Output::Static(json!({})))
+                Parts::new(a, Output::Static(json!({})))
             }
-            Action::ListFiles { archive } => (
-                vec![
-                    "list".into(),
-                    client_args::archive(&archive),
-                    "--json".into(),
-                ],
+            Action::ListFiles { archive } => Parts::new(
+                vec!["list".into(), client_args::archive(&archive), "--json".into()],
                 Output::Json,
             ),
-        };
-        if self.log_json {
-            global.push("--log-json".into());
         }
-        let confine = confine.map(|(i, flag, dir, pin)| Confinement {
-            index: global.len() + i,
-            flag,
-            dir,
-            pin,
+    }
+
+    fn extract(archive: ArchiveName, paths: Vec<ArchivePath>, destination: Confined) -> Self {
+        let mut a = vec!["extract".into(), client_args::archive(&archive)];
+        a.push(eq_path("--destination", destination.path()));
+        let index = a.len() - 1;
+        for p in &paths {
+            a.push(client_args::path(p));
+        }
+        let data = json!({
+            "archive": archive.as_str(),
+            "destination": destination.path(),
+            "paths": paths.iter().map(ArchivePath::as_str).collect::<Vec<_>>(),
         });
-        global.extend(args);
-        BorgmaticTask {
-            spec: ProcessSpec {
-                program: self.binary.clone(),
-                args: global,
-                env,
-                capture_stdout: output.captures_stdout(),
-                kill_grace: self.kill_grace,
-            },
-            output,
-            runtime_root: self.runtime_root.clone(),
-            log_json: self.log_json,
-            restore_check: None,
-            confine,
+        let mut parts = Parts::new(a, Output::Static(data));
+        parts.confine = Some((index, "--destination", destination, true));
+        parts
+    }
+
+    fn umount(mount_point: Confined) -> Self {
+        let data = json!({ "mount_point": mount_point.path() });
+        let a = vec![
+            "umount".into(),
+            eq_path("--mount-point", mount_point.path()),
+        ];
+        let mut parts = Parts::new(a, Output::Static(data));
+        parts.confine = Some((1, "--mount-point", mount_point, false));
+        parts
+    }
+
+    fn check(repair: bool) -> Self {
+        let mut a = args(&["check", "--force"]);
+        if repair {
+            a.push("--repair".into());
         }
+        let parts = Parts::new(a, Output::Static(json!({ "repair": repair })));
+        if repair {
+            // borg asks for confirmation of a repair; the admin role is ours.
+            parts.env("BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", Secret::new("YES"))
+        } else {
+            parts
+        }
+    }
+
+    fn mount(archive: Option<ArchiveName>, mount_point: Confined) -> Self {
+        let mut a: Vec<OsString> = vec!["mount".into()];
+        if let Some(archive) = &archive {
+            a.push(client_args::archive(archive));
+        }
+        a.push(eq_path("--mount-point", mount_point.path()));
+        let index = a.len() - 1;
+        let data = json!({
+            "archive": archive.as_ref().map(ArchiveName::as_str),
+            "mount_point": mount_point.path(),
+        });
+        let mut parts = Parts::new(a, Output::Static(data));
+        // A mount point is passed by name: fusermount resolves it itself.
+        parts.confine = Some((index, "--mount-point", mount_point, false));
+        parts
     }
 }
 

@@ -86,6 +86,43 @@ struct Observed {
     skipped: Skipped,
 }
 
+impl Observed {
+    /// Takes in one rendered line; returns the progress to publish, when due.
+    fn see(
+        &mut self,
+        stream: Stream,
+        issue: Option<skipped::FileIssue>,
+        rendered: &mut borgmatic_log::Rendered,
+    ) -> Option<Value> {
+        if let Some(issue) = issue {
+            self.skipped.add(issue);
+        }
+        if let Some(text) = &rendered.text {
+            self.warned |= is_warning(text);
+            if text.contains("Failed to create/acquire the lock") {
+                self.lock_held = true;
+            }
+            if stream == Stream::Stderr
+                && self.first_error.is_none()
+                && is_error_summary(text)
+                && looks_like_error(text)
+            {
+                self.first_error = Some(text.clone());
+            }
+        }
+        let p = rendered.progress.take()?;
+        self.progress.extend(p);
+        let due = self
+            .last_progress
+            .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_progress = Some(std::time::Instant::now());
+        Some(Value::Object(self.progress.clone()))
+    }
+}
+
 impl BorgmaticTask {
     /// Runs borgmatic inside a task of the caller's (several steps in one job):
     /// lines rendered into `ctx`'s log, progress published, nothing judged yet.
@@ -122,7 +159,7 @@ impl BorgmaticTask {
             let issue = (creates && stream == Stream::Stderr)
                 .then(|| skipped::classify(raw, log_json))
                 .flatten();
-            let rendered = if log_json {
+            let mut rendered = if log_json {
                 borgmatic_log::render(raw)
             } else {
                 borgmatic_log::Rendered {
@@ -130,35 +167,10 @@ impl BorgmaticTask {
                     progress: None,
                 }
             };
-            let mut publish = None;
-            if let Ok(mut o) = observed.lock() {
-                if let Some(issue) = issue {
-                    o.skipped.add(issue);
-                }
-                if let Some(text) = &rendered.text {
-                    o.warned |= is_warning(text);
-                    if text.contains("Failed to create/acquire the lock") {
-                        o.lock_held = true;
-                    }
-                    if stream == Stream::Stderr
-                        && o.first_error.is_none()
-                        && is_error_summary(text)
-                        && looks_like_error(text)
-                    {
-                        o.first_error = Some(text.clone());
-                    }
-                }
-                if let Some(p) = rendered.progress {
-                    o.progress.extend(p);
-                    let due = o
-                        .last_progress
-                        .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-                    if due {
-                        o.last_progress = Some(std::time::Instant::now());
-                        publish = Some(Value::Object(o.progress.clone()));
-                    }
-                }
-            }
+            let publish = match observed.lock() {
+                Ok(mut o) => o.see(stream, issue, &mut rendered),
+                Err(_) => None,
+            };
             if let Some(text) = rendered.text {
                 ctx.line(stream, &text);
             }
