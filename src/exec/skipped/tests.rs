@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn borg_record(message: &str) -> String {
