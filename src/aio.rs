@@ -1,5 +1,7 @@
 //! Nextcloud All-in-One specifics: the conventions a borgmatic configuration must
 //! follow so that AIO's own restore and retention see the archives it makes.
+//!
+//! Imports `borg_config` (reading a configuration) only.
 
 use std::time::Duration;
 

@@ -12,6 +12,8 @@
 //! worker made, whose public half carries the [`MARK`] comment (so root's own
 //! `id_ed25519`, which borg may need, is safe). `known_hosts`, `config`,
 //! `authorized_keys`, links and any other file are refused and left untouched.
+//!
+//! Imports `command`'s value types and `config::Secret`.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;

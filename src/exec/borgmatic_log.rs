@@ -1,5 +1,7 @@
 //! Rendering borgmatic's `--log-json` output (borgmatic 2.1+): each record becomes a
 //! readable line, and borg's progress records also update a `progress` object.
+//!
+//! Imports nothing of the crate.
 
 use serde_json::{json, Map, Value};
 

@@ -2,6 +2,8 @@
 //! exit code from exec inspect. For Nextcloud AIO backups the task then follows the
 //! `nextcloud-aio-borgbackup` container to its end, because `daily-backup.sh`
 //! returns no meaningful exit code: the borgbackup container's is the outcome.
+//!
+//! Imports `docker` (the engine) and `jobs` (the `Task` interface, line splitting).
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -10,6 +10,8 @@
 //! `msgid` naming the class (`BackupPermissionWarning`, …). Both are read here.
 //! `create --list` (file status `E`) cannot be combined with `--json`, so the
 //! warnings are the one source.
+//!
+//! Imports nothing of the crate.
 
 use std::collections::BTreeMap;
 
