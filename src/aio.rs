@@ -1,12 +1,14 @@
 //! Nextcloud All-in-One specifics: the conventions a borgmatic configuration must
 //! follow so that AIO's own restore and retention see the archives it makes.
+//!
+//! Imports `borg_config` (reading a configuration) only.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::borg_config::{BorgmaticConfig, Location};
+use crate::borg_config::{BorgmaticConfig, Location, RepositoryEntry};
 
 /// The archive name format AIO's restore lists.
 pub const ARCHIVE_NAME_FORMAT: &str = "{now:%Y%m%d_%H%M%S}-nextcloud-aio";
@@ -67,8 +69,26 @@ pub async fn check_config(cfg: &BorgmaticConfig, reach_timeout: Duration) -> Vec
         )),
     ));
     let repos = cfg.repositories();
+    out.push(encryption(&repos));
+    out.push(retention(cfg));
+    if repos.is_empty() {
+        out.push(check(
+            "reachable",
+            Some(false),
+            "no repositories configured".into(),
+            Some("add a repositories: entry".into()),
+        ));
+    }
+    for r in &repos {
+        out.push(reachable(&r.location, reach_timeout).await);
+    }
+    out
+}
+
+/// The repositories' encryption mode, where the configuration states it.
+fn encryption(repos: &[RepositoryEntry]) -> Check {
     let modes: Vec<String> = repos.iter().filter_map(|r| r.encryption.clone()).collect();
-    let enc = if modes.is_empty() {
+    if modes.is_empty() {
         check(
             "encryption",
             None,
@@ -86,8 +106,11 @@ pub async fn check_config(cfg: &BorgmaticConfig, reach_timeout: Duration) -> Vec
                 "AIO uses {ENCRYPTION}; a repository in another mode needs a new repository"
             )),
         )
-    };
-    out.push(enc);
+    }
+}
+
+/// The retention, compared with AIO's default.
+fn retention(cfg: &BorgmaticConfig) -> Check {
     let mut differences = Vec::new();
     for (key, want) in RETENTION {
         let got = cfg.doc.get(key).map(|v| match v {
@@ -101,7 +124,7 @@ pub async fn check_config(cfg: &BorgmaticConfig, reach_timeout: Duration) -> Vec
             ));
         }
     }
-    out.push(check(
+    check(
         "retention",
         Some(differences.is_empty()),
         if differences.is_empty() {
@@ -112,19 +135,7 @@ pub async fn check_config(cfg: &BorgmaticConfig, reach_timeout: Duration) -> Vec
         Some(
             "set keep_within: 7d, keep_weekly: 4, keep_monthly: 6, or keep yours knowingly".into(),
         ),
-    ));
-    if repos.is_empty() {
-        out.push(check(
-            "reachable",
-            Some(false),
-            "no repositories configured".into(),
-            Some("add a repositories: entry".into()),
-        ));
-    }
-    for r in &repos {
-        out.push(reachable(&r.location, reach_timeout).await);
-    }
-    out
+    )
 }
 
 async fn reachable(location: &Location, timeout: Duration) -> Check {

@@ -4,6 +4,8 @@
 //! expects ssh to use. Only the exact key-passphrase prompt for one of those files
 //! is answered: a password prompt, a host-key confirmation or a prompt naming any
 //! other key gets nothing, so the secret can only ever unlock the key it belongs to.
+//!
+//! Imports `config::Secret` only.
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;

@@ -1,6 +1,8 @@
 //! Docker Engine access through its API (bollard), never the docker CLI: the local
 //! socket or `tcp://` to a socket proxy, with the API version negotiated (hosts and
 //! proxies speak different versions).
+//!
+//! Imports nothing of the crate.
 
 use std::collections::HashMap;
 use std::sync::Arc;

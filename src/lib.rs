@@ -2,16 +2,26 @@
 //! safely over MQTT.
 //!
 //! # Layout
-//! - [`config`]: settings (figment layers, `_FILE` secrets) and start-up guards.
+//! - [`config`]: settings (one struct per TOML section, figment layers, `_FILE`
+//!   secrets, [`config::Secret`]) and the start-up guards.
 //! - [`auth`]: tokens and roles, compared in constant time.
 //! - [`command`]: the typed command model and wire responses, shared by transports.
 //! - [`service`]: one request in, one response out; knows no transport.
 //! - [`jobs`]: the job engine, its log buffers, events and SQLite store.
-//! - [`exec`]: executors (borgmatic process) that run as job tasks.
+//! - [`exec`]: executors that run as job tasks and the only argv builders:
+//!   `borgmatic/` (action, argv, task, outcome, version), `verify/` (the restore
+//!   drill), `docker_exec`, `ssh`, `process`; `policy/` and `deny/` (what
+//!   `container/exec` may run); `roots` (confined paths), `skipped`, `restored`.
+//! - [`borg_config`]: reading borgmatic configurations (locations, the redacted
+//!   `config/show` copy, ssh identity files); [`locks`]: borg's lock files.
 //! - [`mqtt`]: the MQTT adapter (topics, connection, dispatch, publishing).
 //! - [`http`]: the HTTP sidecar (REST mirror, SSE, health, metrics, OpenAPI).
 //! - [`docker`], [`aio`]: the Docker engine and Nextcloud AIO specifics.
-//! - [`metrics`]: Prometheus metrics from job results.
+//! - [`health`]: repository health from the repository itself (probes).
+//! - [`emergency`]: what is stuck, and `emergency/stop`.
+//! - [`ssh_keys`], [`askpass`]: SSH keys of remote repositories and the askpass
+//!   helper that unlocks them.
+//! - [`metrics`]: Prometheus metrics from job results (link status passed in).
 //! - [`redact`]: scrubbing secrets from any outgoing text.
 //! - [`startup`], [`telemetry`]: wiring, shutdown order, tracing.
 #![forbid(unsafe_code)]

@@ -1,5 +1,7 @@
 //! Borg lock awareness from the lock files themselves (`lock.exclusive/`,
 //! `lock.roster`), never from scraping command output.
+//!
+//! Imports `borg_config` (where a repository lives) only.
 
 use std::path::Path;
 

@@ -2,11 +2,23 @@
 //! they happen, never by running borg at scrape time (what makes borgmatic
 //! exporters fight over the repository lock); gauges of live state are read from
 //! memory when scraped.
+//!
+//! Imports `jobs` (results and counts) only: the MQTT link's state arrives as a
+//! value ([`LinkStatus`]), so this module depends on no transport (and the
+//! transports, which count requests here, form no cycle with it).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::jobs::{JobEngine, JobEvent, JobResult, JobState, ReliableEvents};
-use crate::mqtt::MqttStatus;
+
+/// The broker link's state at scrape time, as plain values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Reconnects since start.
+    pub reconnects: u64,
+}
 
 /// Installs the process-wide recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
@@ -57,11 +69,7 @@ fn record_result(r: &JobResult) {
     let command = rec.command.clone();
     // A backup that left files out counts as `partial`, never among the warnings
     // an alert may tolerate.
-    let outcome = if command == "backup/run" {
-        crate::mqtt::summary::backup_result(rec.state, r.data.as_ref())
-    } else {
-        rec.state.as_str()
-    };
+    let outcome = job_outcome(&command, rec.state, r.data.as_ref());
     metrics::counter!("bmqtt_jobs_total", "command" => command.clone(), "outcome" => outcome)
         .increment(1);
     let duration = match (rec.started_at, rec.finished_at) {
@@ -74,66 +82,81 @@ fn record_result(r: &JobResult) {
         return;
     };
     let data = r.data.as_ref();
+    let flag = |key: &str| data.and_then(|d| d.get(key)).and_then(|v| v.as_bool()) == Some(true);
+    let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning) && !flag("partial");
+    match command.as_str() {
+        "backup/run" if !flag("dry_run") => {
+            record_skipped(&repo, data);
+            // A partial backup is not a success: the success timestamp stays where it was.
+            if ok {
+                record_backup(&repo, rec.finished_at, duration, data);
+            }
+        }
+        "archive/extract" => {
+            let unrestored = data
+                .and_then(|d| d.get("unrestored_files"))
+                .and_then(|v| v.as_u64());
+            if let Some(n) = unrestored {
+                metrics::gauge!("bmqtt_last_extract_unrestored_files", "repository" => repo)
+                    .set(n as f64);
+            }
+        }
+        "backup/verify" => {
+            if let Some(done) = rec.finished_at {
+                metrics::gauge!("bmqtt_last_verify_timestamp_seconds", "repository" => repo.clone())
+                    .set(done.timestamp() as f64);
+            }
+            metrics::gauge!("bmqtt_last_verify_success", "repository" => repo)
+                .set(if flag("verified") { 1.0 } else { 0.0 });
+        }
+        "archive/list" if ok => {
+            if let Some(n) = data
+                .and_then(|d| d.get("archives"))
+                .and_then(|a| a.as_array())
+            {
+                metrics::gauge!("bmqtt_archives", "repository" => repo).set(n.len() as f64);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The figures of a complete backup.
+fn record_backup(
+    repo: &str,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    duration: f64,
+    data: Option<&serde_json::Value>,
+) {
+    let repo = repo.to_string();
+    if let Some(done) = finished_at {
+        metrics::gauge!("bmqtt_last_backup_success_timestamp_seconds", "repository" => repo.clone())
+            .set(done.timestamp() as f64);
+    }
+    metrics::gauge!("bmqtt_last_backup_duration_seconds", "repository" => repo.clone())
+        .set(duration);
+    let stat = |k: &str| {
+        data.and_then(|d| d.pointer(&format!("/stats/{k}")))
+            .and_then(|v| v.as_f64())
+    };
+    if let Some(size) = stat("original_size") {
+        metrics::gauge!("bmqtt_last_backup_size_bytes", "repository" => repo.clone()).set(size);
+    }
+    if let Some(size) = stat("deduplicated_size") {
+        metrics::gauge!("bmqtt_last_backup_deduplicated_bytes", "repository" => repo).set(size);
+    }
+}
+
+/// The `outcome` label of a finished job: its state, except that a backup which
+/// left files out (`partial`) is `partial` (the same word `mqtt::summary` uses).
+fn job_outcome(command: &str, state: JobState, data: Option<&serde_json::Value>) -> &'static str {
     let partial = data
         .and_then(|d| d.get("partial"))
-        .and_then(|v| v.as_bool())
+        .and_then(serde_json::Value::as_bool)
         == Some(true);
-    let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning) && !partial;
-    let dry_run = data
-        .and_then(|d| d.get("dry_run"))
-        .and_then(|v| v.as_bool())
-        == Some(true);
-    if command == "backup/run" && !dry_run {
-        record_skipped(&repo, data);
-    }
-    if command == "archive/extract" {
-        let unrestored = data
-            .and_then(|d| d.get("unrestored_files"))
-            .and_then(|v| v.as_u64());
-        if let Some(n) = unrestored {
-            metrics::gauge!("bmqtt_last_extract_unrestored_files", "repository" => repo.clone())
-                .set(n as f64);
-        }
-    }
-    // A partial backup is not a success: the success timestamp stays where it was.
-    if command == "backup/run" && ok && !dry_run {
-        if let Some(done) = rec.finished_at {
-            metrics::gauge!("bmqtt_last_backup_success_timestamp_seconds", "repository" => repo.clone())
-                .set(done.timestamp() as f64);
-        }
-        metrics::gauge!("bmqtt_last_backup_duration_seconds", "repository" => repo.clone())
-            .set(duration);
-        let stat = |k: &str| {
-            data.and_then(|d| d.pointer(&format!("/stats/{k}")))
-                .and_then(|v| v.as_f64())
-        };
-        if let Some(size) = stat("original_size") {
-            metrics::gauge!("bmqtt_last_backup_size_bytes", "repository" => repo.clone()).set(size);
-        }
-        if let Some(size) = stat("deduplicated_size") {
-            metrics::gauge!("bmqtt_last_backup_deduplicated_bytes", "repository" => repo.clone())
-                .set(size);
-        }
-    }
-    if command == "backup/verify" {
-        if let Some(done) = rec.finished_at {
-            metrics::gauge!("bmqtt_last_verify_timestamp_seconds", "repository" => repo.clone())
-                .set(done.timestamp() as f64);
-        }
-        let verified = data
-            .and_then(|d| d.get("verified"))
-            .and_then(|v| v.as_bool())
-            == Some(true);
-        metrics::gauge!("bmqtt_last_verify_success", "repository" => repo.clone())
-            .set(if verified { 1.0 } else { 0.0 });
-    }
-    if command == "archive/list" && ok {
-        if let Some(n) = data
-            .and_then(|d| d.get("archives"))
-            .and_then(|a| a.as_array())
-        {
-            metrics::gauge!("bmqtt_archives", "repository" => repo).set(n.len() as f64);
-        }
+    match state {
+        JobState::Succeeded | JobState::Warning if partial && command == "backup/run" => "partial",
+        s => s.as_str(),
     }
 }
 
@@ -180,12 +203,12 @@ pub fn health(repo: &str, report: &serde_json::Value) {
 }
 
 /// The text exposition, with live gauges refreshed first.
-pub fn render(handle: &PrometheusHandle, engine: &JobEngine, mqtt: Option<&MqttStatus>) -> String {
+pub fn render(handle: &PrometheusHandle, engine: &JobEngine, mqtt: Option<LinkStatus>) -> String {
     metrics::gauge!("bmqtt_jobs_running").set(engine.count(JobState::Running) as f64);
     metrics::gauge!("bmqtt_jobs_queued").set(engine.count(JobState::Queued) as f64);
     if let Some(m) = mqtt {
-        metrics::gauge!("bmqtt_mqtt_connected").set(if m.connected() { 1.0 } else { 0.0 });
-        metrics::gauge!("bmqtt_mqtt_reconnects").set(m.reconnects() as f64);
+        metrics::gauge!("bmqtt_mqtt_connected").set(if m.connected { 1.0 } else { 0.0 });
+        metrics::gauge!("bmqtt_mqtt_reconnects").set(m.reconnects as f64);
     }
     handle.render()
 }

@@ -6,6 +6,10 @@
 //! printable prefix, and nothing at all when the value holds one of
 //! the worker's configured secrets. Those are [`register`]ed once at start-up,
 //! because values are quoted deep in parsers that have no settings at hand.
+//!
+//! Imports nothing of the crate but `command::RequestId` (in [`withhold_request_id`],
+//! a cycle with `command`, which quotes through here, until that type lives in a
+//! core that imports nothing); everything else may use it.
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};

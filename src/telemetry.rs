@@ -1,5 +1,7 @@
 //! Tracing set-up: human text or one JSON object per line, written to any writer so
 //! tests can capture it.
+//!
+//! Imports `config::LogFormat` only.
 
 use std::io::IsTerminal;
 

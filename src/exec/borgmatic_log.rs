@@ -1,5 +1,7 @@
 //! Rendering borgmatic's `--log-json` output (borgmatic 2.1+): each record becomes a
 //! readable line, and borg's progress records also update a `progress` object.
+//!
+//! Imports nothing of the crate.
 
 use serde_json::{json, Map, Value};
 
@@ -35,60 +37,12 @@ pub fn render(line: &str) -> Rendered {
     let kind = inner.get("type").and_then(Value::as_str).unwrap_or("");
     let finished = inner.get("finished").and_then(Value::as_bool) == Some(true);
     match kind {
-        "archive_progress" => {
-            if finished {
-                return Rendered {
-                    text: None,
-                    progress: None,
-                };
-            }
-            let mut p = Map::new();
-            for k in [
-                "original_size",
-                "compressed_size",
-                "deduplicated_size",
-                "nfiles",
-                "path",
-            ] {
-                if let Some(v) = inner.get(k) {
-                    p.insert(k.into(), v.clone());
-                }
-            }
-            let size = |k: &str| human(inner.get(k).and_then(Value::as_u64).unwrap_or(0));
-            let text = format!(
-                "{} O {} C {} D {} N {}",
-                size("original_size"),
-                size("compressed_size"),
-                size("deduplicated_size"),
-                inner.get("nfiles").and_then(Value::as_u64).unwrap_or(0),
-                inner.get("path").and_then(Value::as_str).unwrap_or("")
-            );
-            Rendered {
-                text: Some(text),
-                progress: Some(p),
-            }
-        }
-        "progress_percent" => {
-            let msg = inner
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let current = inner.get("current").and_then(Value::as_f64);
-            let total = inner.get("total").and_then(Value::as_f64);
-            let mut p = Map::new();
-            if let (Some(c), Some(t)) = (current, total) {
-                if t > 0.0 {
-                    p.insert("percent".into(), json!(((c / t) * 1000.0).round() / 10.0));
-                }
-            }
-            if let Some(m) = &msg {
-                p.insert("message".into(), json!(m));
-            }
-            Rendered {
-                text: if finished { None } else { msg },
-                progress: (!p.is_empty()).then_some(p),
-            }
-        }
+        "archive_progress" if finished => Rendered {
+            text: None,
+            progress: None,
+        },
+        "archive_progress" => archive_progress(&inner),
+        "progress_percent" => progress_percent(&inner, finished),
         "progress_message" => {
             let msg = inner
                 .get("message")
@@ -115,6 +69,58 @@ pub fn render(line: &str) -> Rendered {
                 .and_then(Value::as_str)
                 .unwrap_or(message),
         ),
+    }
+}
+
+/// borg's running totals of a `create`: a borg-style line and the progress fields.
+fn archive_progress(inner: &Map<String, Value>) -> Rendered {
+    let mut p = Map::new();
+    for k in [
+        "original_size",
+        "compressed_size",
+        "deduplicated_size",
+        "nfiles",
+        "path",
+    ] {
+        if let Some(v) = inner.get(k) {
+            p.insert(k.into(), v.clone());
+        }
+    }
+    let size = |k: &str| human(inner.get(k).and_then(Value::as_u64).unwrap_or(0));
+    let text = format!(
+        "{} O {} C {} D {} N {}",
+        size("original_size"),
+        size("compressed_size"),
+        size("deduplicated_size"),
+        inner.get("nfiles").and_then(Value::as_u64).unwrap_or(0),
+        inner.get("path").and_then(Value::as_str).unwrap_or("")
+    );
+    Rendered {
+        text: Some(text),
+        progress: Some(p),
+    }
+}
+
+/// A step of a longer operation (`check`, `compact`): its percentage and message.
+fn progress_percent(inner: &Map<String, Value>, finished: bool) -> Rendered {
+    let msg = inner
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let current = inner.get("current").and_then(Value::as_f64);
+    let total = inner.get("total").and_then(Value::as_f64);
+    let mut p = Map::new();
+    if let (Some(c), Some(t)) = (current, total) {
+        if t > 0.0 {
+            p.insert("percent".into(), json!(((c / t) * 1000.0).round() / 10.0));
+        }
+    }
+    if let Some(m) = &msg {
+        p.insert("message".into(), json!(m));
+    }
+    Rendered {
+        text: if finished { None } else { msg },
+        progress: (!p.is_empty()).then_some(p),
     }
 }
 

@@ -2,6 +2,8 @@
 //! exit code from exec inspect. For Nextcloud AIO backups the task then follows the
 //! `nextcloud-aio-borgbackup` container to its end, because `daily-backup.sh`
 //! returns no meaningful exit code: the borgbackup container's is the outcome.
+//!
+//! Imports `docker` (the engine) and `jobs` (the `Task` interface, line splitting).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -175,15 +177,14 @@ fn feed(ctx: &TaskContext, out: &mut LineSplitter, err: &mut LineSplitter, chunk
     }
 }
 
-/// Waits for `follow.container` to start (after `since`), streams its logs until
-/// it stops, and returns its exit code; `None` when it never started.
-async fn follow_container(
-    engine: &Engine,
+/// Whether `follow.container` started after `since`, waiting up to its start
+/// grace for the start event; `false` when it did not or the job was cancelled.
+async fn started(
+    docker: &bollard::Docker,
     ctx: &TaskContext,
     follow: &Follow,
     since: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<i64>, DockerError> {
-    let docker = engine.client().await?;
+) -> Result<bool, DockerError> {
     let name = &follow.container;
     let started_since = |state: &Option<bollard::models::ContainerState>| {
         state
@@ -215,13 +216,29 @@ async fn follow_container(
         let got = tokio::select! {
             e = events.next() => e,
             _ = tokio::time::sleep(follow.start_grace) => None,
-            _ = ctx.cancel.cancelled() => return Ok(None),
+            _ = ctx.cancel.cancelled() => return Ok(false),
         };
         match got {
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(DockerError::from(e)),
-            None => return Ok(None),
+            None => return Ok(false),
         }
+    }
+    Ok(true)
+}
+
+/// Waits for `follow.container` to start (after `since`), streams its logs until
+/// it stops, and returns its exit code; `None` when it never started.
+async fn follow_container(
+    engine: &Engine,
+    ctx: &TaskContext,
+    follow: &Follow,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<i64>, DockerError> {
+    let docker = engine.client().await?;
+    let name = &follow.container;
+    if !started(&docker, ctx, follow, since).await? {
+        return Ok(None);
     }
     ctx.line(
         Stream::Stdout,

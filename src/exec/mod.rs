@@ -1,5 +1,8 @@
 //! Executors: what actually runs a job. They implement the engine's `Task` and
 //! know nothing about transports.
+//!
+//! Each executor may import `command` (value types), `config`, `jobs` (the `Task`
+//! interface) and its siblings; none imports `mqtt`, `http` or `service`.
 
 pub mod borgmatic;
 pub mod borgmatic_log;

@@ -5,6 +5,8 @@
 //! `33:33` files as `0:0` and says nothing. The worker therefore compares what it
 //! extracted with the archive's own listing (`borgmatic list --json`: `uid`, `gid`,
 //! `user`, `group`, `mode` per item) and reports every difference.
+//!
+//! Imports `command`'s value types only.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;

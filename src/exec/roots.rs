@@ -10,6 +10,8 @@
 //! destination may have changed while it waited. For an extraction the worker then
 //! hands borgmatic the path of the directory it holds open ([`Pinned::arg_path`]),
 //! so even a rename after the check cannot redirect the write.
+//!
+//! Imports `command`'s value types only.
 
 use std::path::{Path, PathBuf};
 

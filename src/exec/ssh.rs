@@ -3,6 +3,8 @@
 //! The user and host come from a borgmatic configuration, the key name from a
 //! client; each is checked here in the form ssh receives it, and the destination
 //! follows `--`, so none of them can become an ssh option (`-oProxyCommand=…`).
+//!
+//! Imports nothing of the crate.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

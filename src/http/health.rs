@@ -182,7 +182,11 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> HttpResp
         .readiness
         .metrics
         .get(Duration::ZERO, || async move {
-            Ok(crate::metrics::render(&handle, &engine, mqtt.as_deref()))
+            let link = mqtt.as_deref().map(|m| crate::metrics::LinkStatus {
+                connected: m.connected(),
+                reconnects: m.reconnects(),
+            });
+            Ok(crate::metrics::render(&handle, &engine, link))
         })
         .await
         .unwrap_or_default();
