@@ -17,37 +17,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/borgmatic-mqtt/config.toml";
 /// Shortest token accepted: long enough that guessing is hopeless.
 pub const MIN_TOKEN_LEN: usize = 24;
 
-/// A secret value. Its `Debug`, `Display` and `Serialize` forms are `[redacted]`, so a
-/// secret cannot reach a log line or `check-config` output by accident.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value read from a trusted source (file, environment, request).
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The value itself; call only where it is handed to its consumer.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
+/// Secrets live in the domain core; re-exported here, where settings hold them.
+pub use crate::domain::Secret;
 
 /// The whole configuration, as the spec's "Configuration surface" names it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

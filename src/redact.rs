@@ -78,6 +78,9 @@ pub fn register(secrets: Vec<String>) {
         None => Redactor::new(secrets),
     };
     *known = Some(next);
+    drop(known);
+    // The domain core quotes values too, and may not import this module.
+    crate::domain::install_secret_probe(|v| self::known().holds(v));
 }
 
 /// The registered secrets (empty before [`register`]).
