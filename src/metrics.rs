@@ -5,6 +5,7 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::commands::CommandName;
 use crate::jobs::{JobEngine, JobEvent, JobResult, JobState, ReliableEvents};
 use crate::mqtt::MqttStatus;
 
@@ -52,12 +53,21 @@ pub fn spawn_job_metrics(mut events: ReliableEvents) {
     });
 }
 
+/// Whether a job's command is a backup, as the command table says.
+fn is_backup(command: &str) -> bool {
+    CommandName::parse(command).is_some_and(CommandName::is_backup)
+}
+
+fn is(command: &str, name: CommandName) -> bool {
+    CommandName::parse(command) == Some(name)
+}
+
 fn record_result(r: &JobResult) {
     let rec = &r.record;
     let command = rec.command.clone();
     // A backup that left files out counts as `partial`, never among the warnings
     // an alert may tolerate.
-    let outcome = if command == "backup/run" {
+    let outcome = if is_backup(&command) {
         crate::mqtt::summary::backup_result(rec.state, r.data.as_ref())
     } else {
         rec.state.as_str()
@@ -83,10 +93,10 @@ fn record_result(r: &JobResult) {
         .and_then(|d| d.get("dry_run"))
         .and_then(|v| v.as_bool())
         == Some(true);
-    if command == "backup/run" && !dry_run {
+    if is_backup(&command) && !dry_run {
         record_skipped(&repo, data);
     }
-    if command == "archive/extract" {
+    if is(&command, CommandName::ArchiveExtract) {
         let unrestored = data
             .and_then(|d| d.get("unrestored_files"))
             .and_then(|v| v.as_u64());
@@ -96,7 +106,7 @@ fn record_result(r: &JobResult) {
         }
     }
     // A partial backup is not a success: the success timestamp stays where it was.
-    if command == "backup/run" && ok && !dry_run {
+    if is_backup(&command) && ok && !dry_run {
         if let Some(done) = rec.finished_at {
             metrics::gauge!("bmqtt_last_backup_success_timestamp_seconds", "repository" => repo.clone())
                 .set(done.timestamp() as f64);
@@ -115,7 +125,7 @@ fn record_result(r: &JobResult) {
                 .set(size);
         }
     }
-    if command == "backup/verify" {
+    if is(&command, CommandName::BackupVerify) {
         if let Some(done) = rec.finished_at {
             metrics::gauge!("bmqtt_last_verify_timestamp_seconds", "repository" => repo.clone())
                 .set(done.timestamp() as f64);

@@ -4,7 +4,7 @@
 //! The command table and handlers are in [`crate::commands`], the value types in
 //! [`crate::domain`]; both are re-exported here so `crate::command::X` keeps
 //! working for the transports and executors. May import: `domain`, `commands`
-//! (re-export only), `config` (limit defaults), `redact` (quoting).
+//! (re-export only), `redact` (quoting).
 
 mod response;
 
@@ -46,16 +46,6 @@ pub struct Envelope {
 pub struct RequestLimits {
     pub max_bytes: usize,
     pub max_depth: usize,
-}
-
-impl Default for RequestLimits {
-    fn default() -> Self {
-        let s = crate::config::LimitSettings::default();
-        Self {
-            max_bytes: s.max_request_bytes,
-            max_depth: s.max_request_depth,
-        }
-    }
 }
 
 impl RequestLimits {

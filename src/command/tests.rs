@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The configured defaults.
+impl Default for RequestLimits {
+    fn default() -> Self {
+        let s = crate::config::LimitSettings::default();
+        Self {
+            max_bytes: s.max_request_bytes,
+            max_depth: s.max_request_depth,
+        }
+    }
+}
+
 #[test]
 fn envelope_extracts_request_id_and_token() {
     let lim = RequestLimits::default();

@@ -13,7 +13,6 @@ use crate::exec::borgmatic::{Borgmatic, JobSecrets, Repository};
 use crate::exec::policy::ExecPolicy;
 use crate::exec::roots::{self, RootError};
 use crate::jobs::{repo_lock, JobEngine, Task};
-use crate::service::audit::Audit;
 
 use super::CommandName;
 
@@ -27,11 +26,18 @@ pub struct Ctx<'a> {
     pub borgmatic: &'a Borgmatic,
     pub docker: &'a Engine,
     pub policy: &'a ExecPolicy,
-    pub audit: &'a Audit,
+    pub audit: &'a dyn AuditTrail,
     /// The caller's role (exec policy rules may need more than the command).
     pub role: Role,
     /// Secrets the request brought along.
     pub secrets: RequestSecrets,
+}
+
+/// The audit trail `audit/list` reads; the service owns it (so this module need
+/// not import the service).
+pub trait AuditTrail: Sync {
+    /// The newest `limit` records, oldest first.
+    fn last_records(&self, limit: usize) -> Value;
 }
 
 /// What a handler decided.

@@ -73,6 +73,6 @@ pub(super) async fn cancel(ctx: &Ctx<'_>, c: JobRef) -> Result<Outcome, ApiError
 }
 
 pub(super) async fn audit_list(ctx: &Ctx<'_>, a: AuditList) -> Result<Outcome, ApiError> {
-    let records = ctx.audit.last(limit(a.limit));
+    let records = ctx.audit.last_records(limit(a.limit));
     Ok(Outcome::Answer(json!({ "records": records })))
 }

@@ -7,8 +7,8 @@
 //! `info` command list all come from the table.
 //!
 //! May import: `domain`, `command` (the wire response), `config`, `jobs`, `exec`,
-//! `docker`, `borg_config`, `emergency`, `ssh_keys`, `locks`, `aio`, `service::audit`
-//! (the trail `audit/list` reads). Never `service` itself, `mqtt` or `http`.
+//! `docker`, `borg_config`, `emergency`, `ssh_keys`, `locks`, `aio`, `askpass`.
+//! Never `service` (the audit trail comes in as [`AuditTrail`]), `mqtt` or `http`.
 
 mod aio;
 mod archive;
@@ -26,7 +26,7 @@ mod ssh_key;
 mod tests;
 
 pub use archive::ArchiveSource;
-pub use context::{Ctx, JobPlan, Outcome, RequestSecrets};
+pub use context::{AuditTrail, Ctx, JobPlan, Outcome, RequestSecrets};
 pub use fields::{Fields, Schema};
 
 use serde_json::{Map, Value};

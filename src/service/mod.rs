@@ -447,6 +447,12 @@ fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
+impl crate::commands::AuditTrail for audit::Audit {
+    fn last_records(&self, limit: usize) -> Value {
+        serde_json::to_value(self.last(limit)).unwrap_or(Value::Null)
+    }
+}
+
 /// What the audit trail learns while a request is handled.
 #[derive(Default)]
 struct Seen {
