@@ -1,15 +1,17 @@
-//! Archives: `archive/list`, `archive/info`, `archive/extract`, `archive/mount`,
-//! `archive/umount`.
+//! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
+//! `archive/mount`, `archive/umount`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::context::{fuse, no_repo, Ctx, Outcome};
 use super::fields::on_repository;
-use super::CommandName;
+use super::{CommandName, Fields, Schema};
 use crate::command::ApiError;
 use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel, SubPath};
 use crate::exec::borgmatic::Action;
+
+mod files;
 
 /// Where AIO keeps the list of its archives inside the mastercontainer.
 const AIO_ARCHIVES_LIST: &str = "/mnt/docker-aio-config/data/backup_archives.list";
@@ -69,6 +71,75 @@ pub struct Mount {
 }
 
 on_repository!(List, Info, Extract, Mount);
+
+/// `archive/files`: one page of an archive's contents under an optional path
+/// (borgmatic `list --archive … --json`), so a user can browse before restoring.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    /// Only this path and what lies below it.
+    #[serde(default)]
+    pub path: Option<ArchivePath>,
+    /// Skip this many matching items (the previous page's `next`).
+    #[serde(default)]
+    pub after: u64,
+    /// Items per page, 1 to [`files::MAX_LIMIT`] (default [`files::DEFAULT_LIMIT`]).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl Fields for Files {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.limit.is_some_and(|l| l == 0 || l > files::MAX_LIMIT) {
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {}",
+                files::MAX_LIMIT
+            )));
+        }
+        Ok(())
+    }
+    fn repository(&self) -> Option<&RepositoryLabel> {
+        Some(&self.repository)
+    }
+    fn schema() -> Schema {
+        Schema(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["repository", "archive"],
+            "properties": {
+                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "archive": { "type": "string", "minLength": 1, "maxLength": 255 },
+                "path": { "type": "string", "description": "only this path and what lies below it" },
+                "after": { "type": "integer", "minimum": 0, "description": "the previous page's next" },
+                "limit": { "type": "integer", "minimum": 1, "maximum": files::MAX_LIMIT }
+            }
+        }))
+    }
+}
+
+pub(super) async fn files(ctx: &Ctx<'_>, c: Files) -> Result<Outcome, ApiError> {
+    let repo = ctx.repository(&c.repository)?;
+    let secrets = ctx.job_secrets(&c.repository)?;
+    let archive = c.archive.clone();
+    let spec = ctx
+        .borgmatic
+        .task(&repo, &secrets, Action::ListFiles { archive })
+        .into_spec();
+    let task = files::FilesTask {
+        spec,
+        runtime_root: ctx.settings.state_dir.join("run"),
+        page: files::Page::new(c.archive, c.path, c.after, c.limit),
+    };
+    let scrub = ctx.secrets.values();
+    ctx.repo_job(
+        CommandName::ArchiveFiles,
+        c.repository,
+        Box::new(task),
+        scrub,
+    )
+}
 
 pub(super) async fn list(ctx: &Ctx<'_>, c: List) -> Result<Outcome, ApiError> {
     match c.source {

@@ -100,6 +100,7 @@ commands! {
     BackupVerify => "backup/verify", Write, Job, backup::Verify, backup::verify;
     ArchiveList => "archive/list", Read, Job, archive::List, archive::list;
     ArchiveInfo => "archive/info", Read, Job, archive::Info, archive::info;
+    ArchiveFiles => "archive/files", Read, Job, archive::Files, archive::files;
     ArchiveExtract => "archive/extract", Write, Job, archive::Extract, archive::extract;
     ArchiveMount => "archive/mount", Write, Job, archive::Mount, archive::mount;
     ArchiveUmount => "archive/umount", Write, Job, archive::Mount, archive::umount;

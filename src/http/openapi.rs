@@ -260,6 +260,12 @@ mod tests {
         assert_eq!(described, routed);
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         assert_eq!(schemas.len(), CommandName::ALL.len() + 1);
+        let files = &schemas["archive_files"];
+        assert_eq!(files["additionalProperties"], false, "{files}");
+        assert_eq!(
+            files["required"],
+            serde_json::json!(["repository", "archive"])
+        );
         for (m, p) in ROUTES {
             assert!(
                 paths[*p][*m]["responses"].is_object(),
