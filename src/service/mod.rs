@@ -29,47 +29,17 @@ use crate::jobs::{JobEngine, JobSpec, SubmitError};
 
 pub mod audit;
 mod dedup;
+mod gate;
+mod info;
 mod limits;
+mod request;
 
 pub use audit::AuditRecord;
+pub use info::{DockerInfo, Info};
+pub use request::{Request, Transport};
 
 /// How long a request id is remembered.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(600);
-
-/// Which adapter a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Mqtt,
-    Http,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Mqtt => "mqtt",
-            Transport::Http => "http",
-        }
-    }
-}
-
-/// How a request arrived; the adapters fill it in.
-#[derive(Debug, Clone)]
-pub struct Request<'a> {
-    pub transport: Transport,
-    /// Who sent it, as far as the transport knows (HTTP peer address); MQTT brokers
-    /// do not tell, so it is `None` there.
-    pub client: Option<&'a str>,
-    /// `group/action`.
-    pub command: &'a str,
-    pub body: &'a [u8],
-    /// MQTT retain flag; always false over HTTP.
-    pub retained: bool,
-    /// A token presented outside the body (MQTT v5 user property, HTTP header).
-    pub bearer: Option<&'a str>,
-    /// Set by an adapter whose channel is authorised by other means (Home Assistant
-    /// buttons, guarded by the broker ACL): the request has this role, no token.
-    pub trusted: Option<Role>,
-}
 
 /// Everything a request may touch.
 pub struct Service {
@@ -137,30 +107,6 @@ impl Service {
         self.limits.shrink();
     }
 
-    /// The retained `<base>/info` document, with whether the Docker engine answers.
-    pub async fn info(&self) -> Value {
-        let docker = match self.docker.ping().await {
-            Ok(version) => json!({ "available": true, "version": version }),
-            Err(e) => json!({ "available": false, "reason": e.to_string() }),
-        };
-        let mut info = self.static_info();
-        info["docker"] = docker;
-        info
-    }
-
-    fn static_info(&self) -> Value {
-        let commands: Vec<&str> = CommandName::ALL.iter().map(|c| c.as_str()).collect();
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "borgmatic_version": self.borgmatic_version.to_string(),
-            "node": self.settings.node_id(),
-            "base_topic": self.settings.base_topic(),
-            "commands": commands,
-            "repositories": self.borgmatic.labels(),
-            "admin_enabled": self.tokens.has_admin(),
-        })
-    }
-
     /// Answers one request. Never panics on client input; always one response,
     /// counted in the metrics and written to the audit trail.
     pub async fn handle(&self, req: Request<'_>) -> Response {
@@ -216,32 +162,6 @@ impl Service {
         resp
     }
 
-    /// The role of a token presented outside a command (HTTP job views), if it
-    /// reaches `need`.
-    pub fn authorize(&self, token: Option<&str>, need: Role) -> Result<Role, ApiError> {
-        let token = token.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing token: send Authorization: Bearer <token>",
-            )
-        })?;
-        let role = self
-            .tokens
-            .authenticate(token)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "unknown token"))?;
-        if role < need {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "this needs the {} role; this token has the {} role",
-                    need.as_str(),
-                    role.as_str()
-                ),
-            ));
-        }
-        Ok(role)
-    }
-
     async fn handle_envelope(
         &self,
         req: &Request<'_>,
@@ -250,107 +170,44 @@ impl Service {
     ) -> Result<Response, Response> {
         let rid = envelope.request_id.clone();
         let fail = |e: ApiError| Response::error(rid.clone(), e);
-        if req.retained {
-            return Err(fail(ApiError::invalid(
-                "retained requests are refused and never run; publish commands with retain=false",
-            )));
-        }
-        let token = envelope.token.as_deref().or(req.bearer);
-        let trusted = req.trusted.filter(|_| token.is_none());
-        let token = if trusted.is_some() { Some("") } else { token };
-        let Some(token) = token else {
-            return Err(fail(ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing token: put it in the `token` field or send `authorization: Bearer <token>`",
-            )));
-        };
-        let Some(role) = trusted.or_else(|| self.tokens.authenticate(token)) else {
-            return Err(fail(ApiError::new(
-                ErrorCode::Unauthorized,
-                "unknown token",
-            )));
-        };
-        seen.role = Some(role);
-        let Some(name) = CommandName::parse(req.command) else {
-            return Err(fail(ApiError::invalid(format!(
-                "unknown command {}",
-                crate::command::shorten(req.command)
-            ))));
-        };
-        if name.role() == Role::Admin && !self.tokens.has_admin() {
-            return Err(fail(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("{name} needs the admin role, and admin commands are disabled: auth.admin_token is not configured"),
-            )));
-        }
-        if role < name.role() {
-            return Err(fail(forbidden(name, name.role(), role)));
-        }
-        let request_secrets = RequestSecrets {
+        let (name, role) = self
+            .admit(req, envelope.token.as_deref(), &mut seen.role)
+            .map_err(fail)?;
+        let secrets = RequestSecrets {
             borg: envelope.borg_passphrase,
             ssh: envelope.ssh_passphrase,
         };
-        if !request_secrets.is_empty() && !self.settings.auth.allow_request_secrets {
-            return Err(fail(ApiError::invalid(
-                "borg_passphrase and ssh_passphrase in requests are disabled; set auth.allow_request_secrets = true to allow them",
-            )));
-        }
-
+        self.secrets_allowed(&secrets).map_err(fail)?;
         let principal = format!(
             "{}:{}:{}",
             req.transport.as_str(),
             role.as_str(),
             req.client.unwrap_or("-")
         );
-        let ticket = match &rid {
+        let ticket = match rid.clone() {
             None => None,
-            Some(r) => {
+            Some(id) => {
                 let key = dedup::Key {
                     principal: principal.clone(),
                     command: name,
-                    id: r.clone(),
+                    id,
                 };
-                let body = self.body_hash(&envelope.fields, &request_secrets);
+                let body = self.body_hash(&envelope.fields, &secrets);
                 match self.dedup.claim(key, body).await {
                     dedup::Claim::Run(t) => Some(t),
                     dedup::Claim::Replay(resp) => {
-                        tracing::debug!(
-                            request_id = r.as_str(),
-                            "duplicate request answered again"
-                        );
+                        tracing::debug!("duplicate request answered again");
                         return Ok(resp);
                     }
-                    dedup::Claim::Reused => {
-                        return Err(fail(ApiError::invalid(format!(
-                            "request_id reused: {name} with this request_id had a different body in the last {} minutes; use a new request_id",
-                            DEDUP_WINDOW.as_secs() / 60
-                        ))));
-                    }
-                    dedup::Claim::Forgotten => {
-                        return Err(fail(ApiError::invalid(
-                            "request_id reused: this request was answered already and its answer was too large to keep; use a new request_id",
-                        )));
-                    }
+                    dedup::Claim::Reused => return Err(fail(gate::reused(name))),
+                    dedup::Claim::Forgotten => return Err(fail(gate::forgotten())),
                 }
             }
         };
-        if let Err(wait) = self.limits.check(name.role(), &principal) {
-            let secs = wait.as_secs() + 1;
-            // Not remembered as the request's answer: a retry may succeed.
-            return Err(fail(
-                ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many {} requests; retry in {secs}s",
-                        name.role().as_str()
-                    ),
-                )
-                .with_data(json!({ "retry_after_secs": secs })),
-            ));
-        }
+        self.rate_limit(name, &principal).map_err(fail)?;
         let resp = match Command::parse(name, envelope.fields) {
-            Ok(cmd) if role < cmd.role() => fail(forbidden(name, cmd.role(), role)),
-            Ok(cmd) => self.execute(cmd, rid.clone(), request_secrets, role).await,
+            Ok(cmd) if role < cmd.role() => fail(gate::forbidden(name, cmd.role(), role)),
+            Ok(cmd) => self.execute(cmd, rid.clone(), secrets, role).await,
             Err(e) => fail(e),
         };
         if let Some(t) = ticket {
@@ -458,26 +315,6 @@ impl crate::commands::AuditTrail for audit::Audit {
 struct Seen {
     role: Option<Role>,
     repository: Option<String>,
-}
-
-fn forbidden(name: CommandName, needed: Role, has: Role) -> ApiError {
-    if needed == Role::Admin && has < Role::Admin {
-        return ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "{name} with these fields needs the admin role; this token has the {} role",
-                has.as_str()
-            ),
-        );
-    }
-    ApiError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "{name} needs the {} role; this token has the {} role",
-            needed.as_str(),
-            has.as_str()
-        ),
-    )
 }
 
 impl Response {
