@@ -1,21 +1,20 @@
 //! The wire edge of the command model: a request's envelope (split from its
-//! fields, bounded before parsing) and the response every request gets.
+//! fields, bounded before parsing); re-exports the response every request gets.
 //!
 //! The command table and handlers are in [`crate::commands`], the value types in
 //! [`crate::domain`]; both are re-exported here so `crate::command::X` keeps
 //! working for the transports and executors. May import: `domain`, `commands`
 //! (re-export only), `redact` (quoting).
 
-mod response;
-
 use serde_json::{Map, Value};
 
-pub use crate::commands::{ArchiveSource, Command, CommandName, Kind};
+pub use crate::commands::{
+    ApiError, ArchiveSource, Command, CommandName, ErrorBody, ErrorCode, Kind, Response, Status,
+};
 pub use crate::domain::{
     ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, HostName, JobId, KeyName,
     NewPassphrase, RepositoryLabel, RequestId, SubPath,
 };
-pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
 /// Quotes a client value for an error message: a short printable prefix, never a
 /// configured secret (see [`crate::redact::quote`]).

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::context::{fuse, no_repo, Ctx, Outcome};
 use super::fields::on_repository;
+use super::response::ApiError;
 use super::{CommandName, Fields, Schema};
-use crate::command::ApiError;
 use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel, SubPath};
 use crate::exec::borgmatic::Action;
 

@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::context::{load, Ctx, Outcome, AIO_LOCK};
 use super::fields::{on_repository, yes};
+use super::response::ApiError;
 use super::{CommandName, Fields};
-use crate::command::ApiError;
 use crate::domain::{ArchiveName, RepositoryLabel};
 use crate::exec::borgmatic::Action;
 

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use super::context::{load, Ctx, Outcome};
 use super::fields::NoFields;
 use super::repo::{OptionalRepo, RepoOnly};
+use super::response::ApiError;
 use super::CommandName;
 use crate::borg_config::BorgmaticConfig;
-use crate::command::ApiError;
 use crate::domain::RepositoryLabel;
 use crate::exec::borgmatic::{Action, JobSecrets};
 

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
+use super::response::{ApiError, ErrorCode};
 use crate::borg_config::BorgmaticConfig;
-use crate::command::{ApiError, ErrorCode};
 use crate::config::Settings;
 use crate::docker::Engine;
 use crate::domain::{JobId, RepositoryLabel, Role, Secret, SubPath};

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::context::{Ctx, Outcome};
 use super::fields::NoFields;
+use super::response::{ApiError, ErrorCode};
 use super::{CommandName, Fields};
-use crate::command::{ApiError, ErrorCode};
 use crate::docker::DockerError;
 use crate::domain::{exec_env, ContainerName, ExecArgv, Role};
 use crate::exec::deny;

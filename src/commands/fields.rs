@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::command::ApiError;
+use super::response::ApiError;
 use crate::domain::{RepositoryLabel, Role};
 
 /// A command's fields, already valid once parsed.

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::context::{to_value, Ctx, Outcome};
+use super::response::{ApiError, ErrorCode};
 use super::Fields;
-use crate::command::{ApiError, ErrorCode};
 use crate::domain::{JobId, JobState};
 use crate::jobs::CancelReason;
 

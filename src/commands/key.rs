@@ -4,8 +4,8 @@ use serde::Deserialize;
 
 use super::context::{Ctx, Outcome};
 use super::fields::on_repository;
+use super::response::ApiError;
 use super::CommandName;
-use crate::command::ApiError;
 use crate::domain::{NewPassphrase, RepositoryLabel};
 use crate::exec::borgmatic::Action;
 

@@ -6,7 +6,7 @@
 //! `deny_unknown_fields`), dispatch, the role check, the OpenAPI schema and the
 //! `info` command list all come from the table.
 //!
-//! May import: `domain`, `command` (the wire response), `config`, `jobs`, `exec`,
+//! May import: `domain`, `redact`, `config`, `jobs`, `exec`,
 //! `docker`, `borg_config`, `emergency`, `ssh_keys`, `locks`, `aio`, `askpass`.
 //! Never `service` (the audit trail comes in as [`AuditTrail`]), `mqtt` or `http`.
 
@@ -21,6 +21,7 @@ mod jobs;
 mod key;
 mod ops;
 mod repo;
+mod response;
 mod ssh_key;
 #[cfg(test)]
 mod tests;
@@ -28,10 +29,10 @@ mod tests;
 pub use archive::ArchiveSource;
 pub use context::{AuditTrail, Ctx, JobPlan, Outcome, RequestSecrets};
 pub use fields::{Fields, Schema};
+pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
 use serde_json::{Map, Value};
 
-use crate::command::ApiError;
 use crate::domain::{RepositoryLabel, Role};
 
 /// Whether a command starts a job or answers at once.

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use super::context::{Ctx, JobPlan, Outcome};
 use super::fields::NoFields;
+use super::response::{ApiError, ErrorCode};
 use super::{CommandName, Fields};
 use crate::borg_config::Location;
-use crate::command::{ApiError, ErrorCode};
 use crate::domain::{HostName, JobState};
 use crate::emergency::{self, HeldLock, LockTarget};
 use crate::exec::borgmatic::{Action, JobSecrets};

@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::context::{load, Ctx, Outcome};
 use super::fields::on_repository;
+use super::response::ApiError;
 use super::{CommandName, Fields};
-use crate::command::ApiError;
 use crate::domain::{RepositoryLabel, Role};
 use crate::exec::borgmatic::Action;
 

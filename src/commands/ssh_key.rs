@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::context::{Ctx, Outcome};
 use super::fields::NoFields;
+use super::response::{ApiError, ErrorCode};
 use super::{CommandName, Fields};
-use crate::command::{ApiError, ErrorCode};
 use crate::domain::{HostName, JobState, KeyName, NewPassphrase};
 use crate::jobs::{BoxFuture, Task, TaskContext, TaskOutcome};
 use crate::ssh_keys::{KeyError, KeyStore};

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
+use super::response::{ApiError, ErrorCode};
 use super::*;
-use crate::command::{ApiError, ErrorCode};
 use crate::domain::{RepositoryLabel, Role};
 
 fn parse(name: &str, v: Value) -> Result<Command, ApiError> {
