@@ -5,24 +5,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{AuthSettings, Secret};
 
-/// What a caller may do: `Read` < `Write` < `Admin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "admin",
-        }
-    }
-}
+/// Roles live in the domain core; re-exported where tokens grant them.
+pub use crate::domain::Role;
 
 /// The configured tokens.
 #[derive(Clone)]

@@ -3,9 +3,11 @@
 //!
 //! # Layout
 //! - [`config`]: settings (one struct per TOML section, figment layers, `_FILE`
-//!   secrets, [`config::Secret`]) and the start-up guards.
+//!   secrets) and the start-up guards.
+//! - [`domain`]: validated value types, ids, job states, roles, secrets; imports nothing.
 //! - [`auth`]: tokens and roles, compared in constant time.
-//! - [`command`]: the typed command model and wire responses, shared by transports.
+//! - [`command`]: the wire envelope and responses (re-exports the command model).
+//! - [`commands`]: the command table and one file per command group (fields, checks, handler).
 //! - [`service`]: one request in, one response out; knows no transport.
 //! - [`jobs`]: the job engine, its log buffers, events and SQLite store.
 //! - [`exec`]: executors that run as job tasks and the only argv builders:
@@ -31,8 +33,10 @@ pub mod askpass;
 pub mod auth;
 pub mod borg_config;
 pub mod command;
+pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod domain;
 pub mod emergency;
 pub mod exec;
 pub mod health;

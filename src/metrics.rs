@@ -9,6 +9,7 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::commands::CommandName;
 use crate::jobs::{JobEngine, JobEvent, JobResult, JobState, ReliableEvents};
 
 /// The broker link's state at scrape time, as plain values.
@@ -84,15 +85,15 @@ fn record_result(r: &JobResult) {
     let data = r.data.as_ref();
     let flag = |key: &str| data.and_then(|d| d.get(key)).and_then(|v| v.as_bool()) == Some(true);
     let ok = matches!(rec.state, JobState::Succeeded | JobState::Warning) && !flag("partial");
-    match command.as_str() {
-        "backup/run" if !flag("dry_run") => {
+    match CommandName::parse(&command) {
+        Some(name) if name.is_backup() && !flag("dry_run") => {
             record_skipped(&repo, data);
             // A partial backup is not a success: the success timestamp stays where it was.
             if ok {
                 record_backup(&repo, rec.finished_at, duration, data);
             }
         }
-        "archive/extract" => {
+        Some(CommandName::ArchiveExtract) => {
             let unrestored = data
                 .and_then(|d| d.get("unrestored_files"))
                 .and_then(|v| v.as_u64());
@@ -101,7 +102,7 @@ fn record_result(r: &JobResult) {
                     .set(n as f64);
             }
         }
-        "backup/verify" => {
+        Some(CommandName::BackupVerify) => {
             if let Some(done) = rec.finished_at {
                 metrics::gauge!("bmqtt_last_verify_timestamp_seconds", "repository" => repo.clone())
                     .set(done.timestamp() as f64);
@@ -109,7 +110,7 @@ fn record_result(r: &JobResult) {
             metrics::gauge!("bmqtt_last_verify_success", "repository" => repo)
                 .set(if flag("verified") { 1.0 } else { 0.0 });
         }
-        "archive/list" if ok => {
+        Some(CommandName::ArchiveList) if ok => {
             if let Some(n) = data
                 .and_then(|d| d.get("archives"))
                 .and_then(|a| a.as_array())
@@ -155,7 +156,11 @@ fn job_outcome(command: &str, state: JobState, data: Option<&serde_json::Value>)
         .and_then(serde_json::Value::as_bool)
         == Some(true);
     match state {
-        JobState::Succeeded | JobState::Warning if partial && command == "backup/run" => "partial",
+        JobState::Succeeded | JobState::Warning
+            if partial && CommandName::parse(command).is_some_and(CommandName::is_backup) =>
+        {
+            "partial"
+        }
         s => s.as_str(),
     }
 }

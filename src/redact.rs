@@ -82,6 +82,9 @@ pub fn register(secrets: Vec<String>) {
         None => Redactor::new(secrets),
     };
     *known = Some(next);
+    drop(known);
+    // The domain core quotes values too, and may not import this module.
+    crate::domain::install_secret_probe(|v| self::known().holds(v));
 }
 
 /// The registered secrets (empty before [`register`]).
@@ -176,7 +179,7 @@ pub const SECRET_IN_REQUEST: &str = "a field of this request (or its request_id)
 
 /// Drops an echoed request id that holds a configured secret (refusals that happen
 /// before the request's fields are looked at still echo the id).
-pub fn withhold_request_id(request_id: &mut Option<crate::command::RequestId>) {
+pub fn withhold_request_id(request_id: &mut Option<crate::domain::RequestId>) {
     if request_id
         .as_ref()
         .is_some_and(|r| known().holds(r.as_str()))

@@ -92,6 +92,8 @@ fn sse(description: &str) -> Value {
     })
 }
 
+/// One operation per route. Long on purpose: one arm per route reads as the
+/// table it is, and the router test checks it covers every route.
 fn operation(method: &str, path: &str) -> Value {
     let groups: Vec<&str> = {
         let mut g: Vec<&str> = CommandName::ALL
@@ -195,6 +197,19 @@ fn operation(method: &str, path: &str) -> Value {
     }
 }
 
+/// `Response`, and each command's fields from the command table, named
+/// `<group>_<action>` (`-` becomes `_`): what `POST /api/v1/cmd/<group>/<action>`
+/// takes besides the token.
+fn schemas() -> Value {
+    let mut out = Map::new();
+    out.insert("Response".into(), response_schema());
+    for c in CommandName::ALL {
+        let name = c.as_str().replace(['/', '-'], "_");
+        out.insert(name, c.schema());
+    }
+    Value::Object(out)
+}
+
 /// The document served at `/api/v1/openapi.json`.
 pub fn document() -> Value {
     let mut paths = Map::new();
@@ -211,11 +226,11 @@ pub fn document() -> Value {
         "info": {
             "title": "borgmatic-mqtt HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Mirrors the MQTT commands; see topics.md for each command's fields."
+            "description": "Mirrors the MQTT commands; see topics.md for each command's fields; components.schemas.<group>_<action> holds each command's field schema (an open object where none is written yet)."
         },
         "paths": paths,
         "components": {
-            "schemas": { "Response": response_schema() },
+            "schemas": schemas(),
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
         }
     })
@@ -245,6 +260,14 @@ mod tests {
             .collect();
         routed.sort();
         assert_eq!(described, routed);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        assert_eq!(schemas.len(), CommandName::ALL.len() + 1);
+        let files = &schemas["archive_files"];
+        assert_eq!(files["additionalProperties"], false, "{files}");
+        assert_eq!(
+            files["required"],
+            serde_json::json!(["repository", "archive"])
+        );
         for (m, p) in ROUTES {
             assert!(
                 paths[*p][*m]["responses"].is_object(),

@@ -7,36 +7,7 @@ use serde_json::Value;
 
 use crate::command::{JobId, RequestId};
 
-/// The spec's job states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Warning,
-    Failed,
-    Cancelled,
-    Interrupted,
-}
-
-impl JobState {
-    /// Whether the job has ended (no further state follows).
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobState::Queued | JobState::Running)
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Warning => "warning",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Interrupted => "interrupted",
-        }
-    }
-}
+pub use crate::domain::JobState;
 
 /// One job as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,9 +1,11 @@
 //! The wire response and the error codes: one mapping, shared by every transport.
+//! Lives with the commands (their handlers refuse with [`ApiError`]); re-exported
+//! by [`crate::command`]. May import: `domain`, `redact`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{JobId, RequestId};
+use crate::domain::{JobId, RequestId};
 
 /// The spec's error codes. HTTP maps each to one status code here too, so the two
 /// transports cannot drift apart.

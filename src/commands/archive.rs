@@ -1,0 +1,222 @@
+//! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
+//! `archive/mount`, `archive/umount`.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::context::{fuse, no_repo, Ctx, Outcome};
+use super::fields::on_repository;
+use super::response::ApiError;
+use super::{CommandName, Fields, Schema};
+use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel, SubPath};
+use crate::exec::borgmatic::Action;
+
+mod files;
+
+/// Where AIO keeps the list of its archives inside the mastercontainer.
+const AIO_ARCHIVES_LIST: &str = "/mnt/docker-aio-config/data/backup_archives.list";
+
+/// `archive/list`: borgmatic `repo-list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    pub repository: RepositoryLabel,
+    /// Only the newest N archives.
+    #[serde(default)]
+    pub last: Option<u32>,
+    /// Where the list comes from (default: the repository).
+    #[serde(default)]
+    pub source: ArchiveSource,
+}
+
+/// `repository` asks borg; `aio` reads the list Nextcloud AIO keeps in its
+/// mastercontainer, without touching the repository lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveSource {
+    #[default]
+    Repository,
+    Aio,
+}
+
+/// `archive/info`: borgmatic `info --json` of one archive (default the latest).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Info {
+    pub repository: RepositoryLabel,
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+}
+
+/// `archive/extract`: into `<restore_root>/<destination>`, optionally only `paths`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    #[serde(default)]
+    pub paths: Vec<ArchivePath>,
+    pub destination: SubPath,
+}
+
+/// `archive/mount` and `archive/umount`: at `<mount_root>/<mount_point>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    pub repository: RepositoryLabel,
+    /// The whole repository when absent (mount only).
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+    pub mount_point: SubPath,
+}
+
+on_repository!(List, Info, Extract, Mount);
+
+/// `archive/files`: one page of an archive's contents under an optional path
+/// (borgmatic `list --archive … --json`), so a user can browse before restoring.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    /// Only this path and what lies below it.
+    #[serde(default)]
+    pub path: Option<ArchivePath>,
+    /// Skip this many matching items (the previous page's `next`).
+    #[serde(default)]
+    pub after: u64,
+    /// Items per page, 1 to [`files::MAX_LIMIT`] (default [`files::DEFAULT_LIMIT`]).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl Fields for Files {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.limit.is_some_and(|l| l == 0 || l > files::MAX_LIMIT) {
+            return Err(ApiError::invalid(format!(
+                "limit must be 1 to {}",
+                files::MAX_LIMIT
+            )));
+        }
+        Ok(())
+    }
+    fn repository(&self) -> Option<&RepositoryLabel> {
+        Some(&self.repository)
+    }
+    fn schema() -> Schema {
+        Schema(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["repository", "archive"],
+            "properties": {
+                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "archive": { "type": "string", "minLength": 1, "maxLength": 255 },
+                "path": { "type": "string", "description": "only this path and what lies below it" },
+                "after": { "type": "integer", "minimum": 0, "description": "the previous page's next" },
+                "limit": { "type": "integer", "minimum": 1, "maximum": files::MAX_LIMIT }
+            }
+        }))
+    }
+}
+
+pub(super) async fn files(ctx: &Ctx<'_>, c: Files) -> Result<Outcome, ApiError> {
+    let repo = ctx.repository(&c.repository)?;
+    let secrets = ctx.job_secrets(&c.repository)?;
+    let archive = c.archive.clone();
+    let spec = ctx
+        .borgmatic
+        .task(&repo, &secrets, Action::ListFiles { archive })
+        .into_spec();
+    let task = files::FilesTask {
+        spec,
+        runtime_root: ctx.settings.state_dir.join("run"),
+        page: files::Page::new(c.archive, c.path, c.after, c.limit),
+    };
+    let scrub = ctx.secrets.values();
+    ctx.repo_job(
+        CommandName::ArchiveFiles,
+        c.repository,
+        Box::new(task),
+        scrub,
+    )
+}
+
+pub(super) async fn list(ctx: &Ctx<'_>, c: List) -> Result<Outcome, ApiError> {
+    match c.source {
+        ArchiveSource::Aio => aio_list(ctx, c).await,
+        ArchiveSource::Repository => {
+            let action = Action::RepoList { last: c.last };
+            ctx.borgmatic_job(CommandName::ArchiveList, c.repository, action)
+        }
+    }
+}
+
+/// `archive/list` with `source: aio`: AIO's own list, read from the
+/// mastercontainer without touching the repository (or its lock).
+async fn aio_list(ctx: &Ctx<'_>, c: List) -> Result<Outcome, ApiError> {
+    if ctx.borgmatic.repository(&c.repository).is_none() {
+        return Err(no_repo(&c.repository));
+    }
+    let master = ctx.settings.docker.mastercontainer();
+    let text = ctx
+        .docker
+        .read_file(&master, AIO_ARCHIVES_LIST)
+        .await
+        .map_err(super::docker::docker_error)?;
+    let mut archives: Vec<Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, rest) = l.split_once(',').unwrap_or((l, ""));
+            json!({ "name": name.trim(), "time": (!rest.trim().is_empty()).then(|| rest.trim()) })
+        })
+        .collect();
+    if let Some(n) = c.last {
+        let skip = archives.len().saturating_sub(n as usize);
+        archives.drain(..skip);
+    }
+    Ok(Outcome::Answer(
+        json!({ "archives": archives, "source": "aio", "file": AIO_ARCHIVES_LIST }),
+    ))
+}
+
+pub(super) async fn info(ctx: &Ctx<'_>, c: Info) -> Result<Outcome, ApiError> {
+    let archive = c.archive.unwrap_or_else(ArchiveName::latest);
+    ctx.borgmatic_job(
+        CommandName::ArchiveInfo,
+        c.repository,
+        Action::Info { archive },
+    )
+}
+
+pub(super) async fn extract(ctx: &Ctx<'_>, c: Extract) -> Result<Outcome, ApiError> {
+    let root = &ctx.settings.borgmatic.restore_root;
+    let destination = ctx.below(root, &c.destination, false)?;
+    let action = Action::Extract {
+        archive: c.archive,
+        paths: c.paths,
+        destination,
+    };
+    ctx.borgmatic_job(CommandName::ArchiveExtract, c.repository, action)
+}
+
+pub(super) async fn mount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError> {
+    fuse()?;
+    let mount_point = ctx.below(&ctx.settings.borgmatic.mount_root, &c.mount_point, false)?;
+    let action = Action::Mount {
+        archive: c.archive,
+        mount_point,
+    };
+    ctx.borgmatic_job(CommandName::ArchiveMount, c.repository, action)
+}
+
+pub(super) async fn umount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError> {
+    fuse()?;
+    let mount_point = ctx.below(&ctx.settings.borgmatic.mount_root, &c.mount_point, true)?;
+    ctx.borgmatic_job(
+        CommandName::ArchiveUmount,
+        c.repository,
+        Action::Umount { mount_point },
+    )
+}

@@ -1,0 +1,132 @@
+//! Parsing every command from the table: defaults, refusals, raised roles.
+
+use serde_json::{json, Value};
+
+use super::response::{ApiError, ErrorCode};
+use super::*;
+use crate::domain::{RepositoryLabel, Role};
+
+fn parse(name: &str, v: Value) -> Result<Command, ApiError> {
+    let Value::Object(m) = v else { panic!() };
+    Command::parse(CommandName::parse(name).unwrap(), m)
+}
+
+#[test]
+fn backup_run_defaults() {
+    let c = parse("backup/run", json!({"repository": "nc"})).unwrap();
+    assert_eq!(
+        c,
+        Command::BackupRun(backup::Run {
+            repository: RepositoryLabel::parse("nc").unwrap(),
+            dry_run: false,
+            stats: true,
+            progress: true
+        })
+    );
+}
+
+#[test]
+fn unknown_fields_wrong_types_and_traversal_are_invalid() {
+    for (name, body) in [
+        ("backup/run", json!({"repository": "nc", "extra": 1})),
+        ("backup/run", json!({"repository": "nc", "dry_run": "yes"})),
+        ("backup/run", json!({"repository": "../etc/passwd"})),
+        ("backup/run", json!({"repository": "nc; rm -rf /"})),
+        ("backup/run", json!({"repository": 7})),
+        ("backup/run", json!({})),
+        ("archive/list", json!({"repository": "nc", "last": -1})),
+        ("job/get", json!({"job_id": "x"})),
+        ("job/list", json!({"state": "bogus"})),
+        (
+            "archive/extract",
+            json!({"repository": "nc", "archive": "a", "destination": "../x"}),
+        ),
+        (
+            "archive/extract",
+            json!({"repository": "nc", "archive": "a", "destination": "/etc"}),
+        ),
+        (
+            "archive/extract",
+            json!({"repository": "nc", "archive": "a", "destination": "x", "paths": ["../../etc"]}),
+        ),
+        (
+            "archive/extract",
+            json!({"repository": "nc", "archive": "--help", "destination": "x"}),
+        ),
+        (
+            "archive/mount",
+            json!({"repository": "nc", "mount_point": "a/../../b"}),
+        ),
+        ("repo/check", json!({"repository": "nc", "repair": "yes"})),
+        (
+            "key/change-passphrase",
+            json!({"repository": "nc", "new_passphrase": "short"}),
+        ),
+        ("config/list", json!({"x": 1})),
+        (
+            "container/exec",
+            json!({"container": "x", "command": "sh -c id"}),
+        ),
+        ("container/exec", json!({"container": "x", "command": []})),
+        (
+            "container/exec",
+            json!({"container": "../x", "command": ["/a"]}),
+        ),
+        (
+            "container/exec",
+            json!({"container": "x", "command": ["/a"], "env": {"A": 1}}),
+        ),
+        ("aio/backup", json!({"check": "yes"})),
+        ("aio/backup", json!({"check": true, "backup": true})),
+        ("aio/backup", json!({"backup": false})),
+        ("ssh-key/show", json!({"name": "../id_rsa"})),
+        ("backup/verify", json!({"repository": "nc", "sample": 0})),
+        (
+            "backup/verify",
+            json!({"repository": "nc", "max_bytes": -1}),
+        ),
+        (
+            "ssh-key/create",
+            json!({"name": "k", "passphrase": "short"}),
+        ),
+        (
+            "net/tcp-check",
+            json!({"host": "-oProxyCommand=x", "port": 22}),
+        ),
+        ("net/tcp-check", json!({"host": "h", "port": 70000})),
+        ("emergency/stop", json!({"restart_aio": "yes"})),
+        (
+            "archive/list",
+            json!({"repository": "nc", "source": "elsewhere"}),
+        ),
+    ] {
+        let err = parse(name, body.clone()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Invalid, "{name} {body}");
+    }
+}
+
+#[test]
+fn repair_needs_admin() {
+    let c = parse("repo/check", json!({"repository": "nc", "repair": true})).unwrap();
+    assert_eq!(c.role(), Role::Admin);
+    let c = parse("repo/check", json!({"repository": "nc"})).unwrap();
+    assert_eq!(c.role(), Role::Write);
+}
+
+#[test]
+fn a_refused_passphrase_is_not_echoed() {
+    let err = parse(
+        "key/change-passphrase",
+        json!({"repository": "nc", "new_passphrase": "abc\u{1}def-secret"}),
+    )
+    .unwrap_err();
+    assert!(!err.message.contains("def-secret"), "{}", err.message);
+}
+
+#[test]
+fn every_name_round_trips() {
+    for n in CommandName::ALL {
+        assert_eq!(CommandName::parse(n.as_str()), Some(*n));
+    }
+    assert_eq!(CommandName::parse("backup/../run"), None);
+}

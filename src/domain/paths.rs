@@ -1,0 +1,115 @@
+//! Paths a client names: inside an archive, or below one of the worker's roots.
+
+use serde::{Deserialize, Serialize};
+
+use super::{argv_safe, printable, quote, FieldError};
+
+/// A path inside an archive, held in the form borg stores it and the worker passes
+/// it: relative (leading `/` removed), normalised (no empty, `.` or `..` component,
+/// no trailing `/`), and then checked, so the checked string is the passed string.
+/// It never starts with `-` or a blank and holds no control character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ArchivePath(String);
+
+impl ArchivePath {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let normal = s.trim_start_matches('/').trim_end_matches('/');
+        let ok = !normal.is_empty()
+            && s.len() <= 4096
+            && argv_safe(normal)
+            && !s.chars().any(char::is_control)
+            && normal
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !ok {
+            return Err(FieldError(format!(
+                "paths must be paths inside the archive (no '.', '..' or empty component, not starting with '-' or a blank once the leading '/' is removed), got {}",
+                quote(s)
+            )));
+        }
+        Ok(Self(normal.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Whether `item` (a path as borg lists it) is this path or lies below it.
+    pub fn contains(&self, item: &str) -> bool {
+        item.strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// A relative path below one of the worker's roots (restore root, mount root): only
+/// plain components, so joining it to the root cannot climb out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SubPath(String);
+
+impl SubPath {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        // No shell ever sees it, but no restore needs shell syntax in a path either:
+        // refusing it makes a confused or hostile request obvious.
+        let no_shell_syntax = !s.chars().any(|c| ";&|$`<>(){}[]*?!#'\"\\".contains(c));
+        let ok = !s.is_empty()
+            && s.len() <= 1024
+            && printable(s)
+            && no_shell_syntax
+            && !s.starts_with('/')
+            && s.split('/')
+                .all(|c| argv_safe(c) && c != "." && c != ".." && !c.is_empty());
+        if !ok {
+            return Err(FieldError(format!(
+                "must be a relative path below the configured root (no leading '/', no '.' or '..', no component starting with '-' or a blank, no shell syntax), got {}",
+                quote(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+super::string_newtype_conversions!(ArchivePath, SubPath);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_are_normalised_then_checked() {
+        assert_eq!(
+            ArchivePath::parse("/srv/data/x").unwrap().as_str(),
+            "srv/data/x"
+        );
+        for bad in ["../etc", "srv/../../etc", "-rf", "", "/", "a\0b", "/ -x"] {
+            assert!(ArchivePath::parse(bad).is_err(), "{bad:?}");
+        }
+        let p = ArchivePath::parse("srv/data").unwrap();
+        assert!(p.contains("srv/data") && p.contains("srv/data/x"));
+        assert!(!p.contains("srv/database") && !p.contains("srv"));
+    }
+
+    #[test]
+    fn subpaths_stay_below_their_root() {
+        assert!(SubPath::parse("nextcloud/2026-11-24").is_ok());
+        assert!(SubPath::parse("Nextcloud Daten/Ärger-2026").is_ok());
+        for bad in [
+            "",
+            "/abs",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "-x",
+            "a\nb",
+            "x; id",
+            "$(id)",
+            "`id`",
+            "a|b",
+        ] {
+            assert!(SubPath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
