@@ -8,11 +8,9 @@
 //! twice, a worker restart notifying nobody, no warning in Home Assistant's log,
 //! and availability following the worker.
 
-mod support;
-
+use crate::helpers::homeassistant::{check_config, HomeAssistant};
+use crate::helpers::*;
 use serde_json::json;
-use support::homeassistant::{check_config, HomeAssistant};
-use support::*;
 
 const NODE: &str = "itest";
 

@@ -6,16 +6,14 @@
 //! it could not restore. The capabilities are dropped for borgmatic alone with
 //! `setpriv` (util-linux); the test runs as root.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// A `borgmatic` that drops the capabilities named in `<dir>/drop-caps` (e.g.
 /// `-dac_read_search,-dac_override`) before it runs; none when the file is empty.
