@@ -6,7 +6,7 @@
 //! - `BENCH_ONLY=overhead,stream,fanout,latency,slow,memory,store`: a subset.
 //! - `BENCH_BIG=0`: skip the 1,000,000-line stream.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/helpers/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 

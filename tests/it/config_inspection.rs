@@ -1,10 +1,8 @@
 //! Looking at the borgmatic configurations: list, show (redacted), validate, and the
 //! Nextcloud AIO conventions check.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 const AIO_EXTRA: &str = "archive_name_format: '{now:%Y%m%d_%H%M%S}-nextcloud-aio'\n\
 match_archives: 'sh:*_*-nextcloud-aio'\n\

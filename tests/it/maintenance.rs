@@ -1,9 +1,7 @@
 //! Keeping a repository healthy: prune, compact, check, locks, passphrase change.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 async fn backup(c: &Client, base: &str, label: &str) -> String {
     let res = c

@@ -3,12 +3,10 @@
 //! a symbolic link while it waits fails with a confinement error and writes nothing
 //! outside. Links in a destination are refused at acceptance, over both transports.
 
-mod support;
-
 use std::io::Write;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 fn entries(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir).unwrap().count()

@@ -2,12 +2,11 @@
 //! the `mosquitto_pub` backup request with the demo client (the project's own ACL),
 //! and the `curl` line against the HTTP sidecar on loopback.
 
-mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use support::*;
+use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_printed_lines_run_a_backup_over_mqtt_and_http() {

@@ -3,11 +3,9 @@
 //! by the borgbackup container, AIO/borgmatic mutual exclusion, a lost engine.
 //! (The exec policy's refusals: tests/exec_policy.rs.)
 
-mod support;
-
+use crate::helpers::docker::{engine_or_skip, Aio, EngineProxy};
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::docker::{engine_or_skip, Aio, EngineProxy};
-use support::*;
 
 async fn worker_for(broker: &Broker, repos: &Repos, aio: &Aio, extra: &[(&str, &str)]) -> Worker {
     let env = aio.worker_env();

@@ -6,16 +6,14 @@
 //! it could not restore. The capabilities are dropped for borgmatic alone with
 //! `setpriv` (util-linux); the test runs as root.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// The test needs root (to own files as uid 33 and to have capabilities to drop)
 /// and setpriv; it fails loudly without them.

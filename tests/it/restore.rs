@@ -1,10 +1,8 @@
 //! Getting data back: `archive/extract` into the restore root (and nowhere else),
 //! `archive/mount` / `archive/umount`, `archive/info`.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 async fn backup(c: &Client, base: &str, label: &str) -> String {
     let res = c

@@ -5,13 +5,11 @@
 //! a rule names it, and `security/exec-policy` answers a dry run. Each refusal is
 //! proven by the stand-ins' evidence files: nothing ran.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::helpers::docker::{engine_or_skip, Aio};
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::docker::{engine_or_skip, Aio};
-use support::*;
 
 /// One worker with MQTT, HTTP, an admin token and Docker.
 async fn worker_with(

@@ -1,9 +1,7 @@
 //! `backup/verify`, the restore drill, against real borg and borgmatic.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 async fn backup(c: &Client, base: &str) {
     let res = c

@@ -3,12 +3,10 @@
 //! stalls a job (its lines stay readable over HTTP, and the worker says how many
 //! it did not publish).
 
-mod support;
-
 use std::collections::HashSet;
 
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 /// More lines than the engine lets the MQTT publisher fall behind by (8,192) and
 /// than an SSE listener's buffer holds (16,384): only pacing delivers them all.

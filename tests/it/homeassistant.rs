@@ -2,10 +2,8 @@
 //! that run a backup without a token in any retained payload, re-announcement on
 //! Home Assistant's birth message, removal of vanished repositories.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::Value;
-use support::*;
 
 /// Discovery configs per repository (5 buttons, 8 sensors, 2 binary sensors, 1
 /// event entity).

@@ -1,13 +1,11 @@
 //! The HTTP sidecar: the same answers as MQTT, the spec's status codes, SSE with
 //! resume, readiness, metrics, JSON logs, the audit trail and the OpenAPI document.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::*;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()

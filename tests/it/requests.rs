@@ -1,12 +1,10 @@
 //! The request envelope: every error code reachable over MQTT, with its cause, and
 //! proof that no refused request ran anything.
 
-mod support;
-
+use crate::helpers::*;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
-use support::*;
 
 async fn error_of(c: &Client, base: &str, command: &str, body: Value) -> (String, String) {
     let resp = c.request(base, command, body).await;

@@ -1,13 +1,11 @@
 //! Jobs and the worker over time: busy, cancel, timeout, restarts of the worker and
 //! of the broker, and what a dead worker leaves behind.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// A repository whose backup blocks: borg reads a FIFO nobody writes to
 /// (`read_special`), holding the repository lock until it is stopped.

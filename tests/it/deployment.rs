@@ -2,13 +2,11 @@
 //! a `passwd` made by `mosquitto/make-passwd` proves each user can do what it needs
 //! and nothing the design forbids.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::helpers::*;
 use rumqttc::v5::mqttbytes::QoS;
-use support::*;
 
 struct DeployBroker {
     port: u16,

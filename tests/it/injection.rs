@@ -6,13 +6,11 @@
 //! `config` unchanged) and leave the worker answering. A legitimate path with a dash
 //! inside still extracts.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()

@@ -1,13 +1,11 @@
 //! Secrets done right: SSH key passphrases through the askpass helper (a real sshd,
 //! no agent), per-request secrets only when allowed, and the equal-passphrase guard.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
-use support::*;
+use crate::helpers::*;
 
 const SSH_PASSPHRASE: &str = "ssh-key-passphrase-5555";
 

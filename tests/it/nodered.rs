@@ -1,13 +1,11 @@
 //! The example Node-RED flow in real Node-RED (headless), against a real broker and
 //! the real worker: pressing its inject node through the admin API runs a backup.
 
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 struct NodeRed(Child);
 

@@ -5,16 +5,14 @@
 //! nothing ran that should not, and memory stayed bounded (VmRSS, a generous
 //! correctness bound, not a benchmark).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use crate::helpers::*;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
-use support::*;
 
 /// A loopback port whose accept queue is full: the kernel drops every further SYN,
 /// as a firewalled host does, so a connect hangs until its timeout.

@@ -1,12 +1,10 @@
 //! Operator tools: emergency status and stop, SSH key management, reachability.
 
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
+use crate::helpers::*;
 use serde_json::{json, Value};
-use support::*;
 
 /// A `borg with-lock … sleep` in its own process group, killed on drop.
 struct LockHolder(std::process::Child);

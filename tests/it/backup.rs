@@ -1,9 +1,7 @@
 //! `backup/run` and `archive/list` end to end: real broker, real borgmatic, real borg.
 
-mod support;
-
+use crate::helpers::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_creates_one_archive_that_archive_list_names() {

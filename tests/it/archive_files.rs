@@ -2,13 +2,12 @@
 //! borg, over MQTT and HTTP: the root, a path prefix, pages that join up exactly,
 //! and refusals (option look-alikes, traversal, bad limits) that start nothing.
 
-mod support;
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::*;
+use crate::helpers::*;
 
 async fn post(url: &str, command: &str, body: Value) -> (StatusCode, Value) {
     let resp = reqwest::Client::builder()

@@ -13,8 +13,6 @@
 //! Assistant's log, availability following the worker and the "worker offline"
 //! example notifying when it stops.
 
-mod support;
-
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,8 +20,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::homeassistant::{check_config, HomeAssistant};
-use support::*;
+use crate::helpers::homeassistant::{check_config, HomeAssistant};
+use crate::helpers::*;
 
 const NODE: &str = "itest";
 

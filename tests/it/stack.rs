@@ -4,17 +4,15 @@
 //! proves and what it cannot (the official images' contents) is in the README,
 //! "What the stack test proves".
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::helpers::stack::{in_netns, Engine, Images, Project};
+use crate::helpers::Client;
 use serde_json::{json, Value};
 use serde_yaml_ng::Value as Yaml;
-use support::stack::{in_netns, Engine, Images, Project};
-use support::Client;
 
 const BASE: &str = "borgmatic/nextcloud";
 /// The worker's capabilities: CHOWN (0), DAC_READ_SEARCH (2), FOWNER (3), SYS_ADMIN (21).
@@ -22,7 +20,9 @@ const CAPS: u64 = 1 | 1 << 2 | 1 << 3 | 1 << 21;
 
 #[test]
 fn the_compose_stack_backs_up_restores_and_stops_cleanly() {
-    if !support::stack::runnable_or_skip("the_compose_stack_backs_up_restores_and_stops_cleanly") {
+    if !crate::helpers::stack::runnable_or_skip(
+        "the_compose_stack_backs_up_restores_and_stops_cleanly",
+    ) {
         return;
     }
     let engine = Engine::start();

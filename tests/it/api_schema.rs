@@ -1,9 +1,7 @@
 //! schemathesis (property-based API testing) against the live sidecar: no server
 //! error and no response that breaks the OpenAPI document.
 
-mod support;
-
-use support::*;
+use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_server_error_and_no_schema_violation() {

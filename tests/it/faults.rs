@@ -6,7 +6,6 @@
 //! with counts (jobs started = results received = records stored; zero orphans;
 //! zero extra runs). Every loop is bounded.
 
-mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,7 +16,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
-use support::*;
+use crate::helpers::*;
 
 const ROUNDS: usize = 3;
 

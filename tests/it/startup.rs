@@ -1,12 +1,10 @@
 //! Start-up guards and `check-config`: every refusal names the key and the fix, and
 //! no secret is ever printed.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::*;
+use crate::helpers::*;
 
 struct Run {
     code: i32,
