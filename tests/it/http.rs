@@ -420,7 +420,7 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
     let mut broker = Broker::start();
     let repos = Repos::new();
     repos.add("nc", "");
-    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
+    let (worker, url) = start_with_http_process(&broker, &repos, &[]).await;
     let (status, ready) = get(&url, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["parts"]["mqtt"]["ok"], true);
