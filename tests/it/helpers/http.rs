@@ -25,7 +25,7 @@ pub async fn start_with_http_process(
     extra: &[(&str, &str)],
 ) -> (Worker, String) {
     let w = Worker::start(broker, repos, &http_settings(extra)).await;
-    let url = w.http_url();
+    let url = w.url();
     (w, url)
 }
 

@@ -46,10 +46,19 @@ impl ScenarioBuilder {
         self
     }
 
-    /// A worker setting (`BMQTT_…`), as in [`Worker::start`]'s `extra`.
+    /// A worker setting (`BMQTT_…`), as in [`Worker::start`]'s `extra`; a later
+    /// one replaces an earlier one of the same key.
     pub fn setting(mut self, key: &str, value: &str) -> Self {
+        self.settings.retain(|(k, _)| k != key);
         self.settings.push((key.into(), value.into()));
         self
+    }
+
+    /// The HTTP sidecar on, on a port the worker binds itself (port 0), Docker off
+    /// (as [`super::start_with_http`]); the worker's `url()` says where.
+    pub fn http(self) -> Self {
+        self.setting("BMQTT_HTTP__LISTEN", "127.0.0.1:0")
+            .setting("BMQTT_DOCKER__ENABLED", "false")
     }
 
     /// The admin role on ([`super::WITH_ADMIN`]).

@@ -176,7 +176,7 @@ impl Worker {
 
     /// The HTTP sidecar's URL, from the address the worker logged when it bound
     /// (`http.listen` may be port 0); text and JSON logs alike.
-    pub fn http_url(&self) -> String {
+    pub fn url(&self) -> String {
         let log = self.log_text();
         let line = log
             .lines()
