@@ -62,7 +62,11 @@ fn main() -> ExitCode {
                 &settings.log.level.clone(),
                 std::io::stderr,
             );
-            match runtime.block_on(startup::run(settings, startup::signal())) {
+            let run = async {
+                let listener = startup::bind(&settings).await?;
+                startup::run(settings, listener, startup::signal()).await
+            };
+            match runtime.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

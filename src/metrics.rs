@@ -21,8 +21,15 @@ pub struct LinkStatus {
     pub reconnects: u64,
 }
 
-/// Installs the process-wide recorder; `None` if one is already installed.
+/// Installs the process-wide recorder once and returns its handle (the same one on
+/// every call: several in-process test workers share it); `None` if another
+/// recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(build_and_install).clone()
+}
+
+fn build_and_install() -> Option<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("bmqtt_job_duration_seconds".into()),

@@ -1,6 +1,11 @@
 //! Start-up and shutdown: runs the guards, builds the parts, and tears them down in
 //! an order that loses nothing (stop taking commands, interrupt jobs, publish their
 //! final states, `offline`, disconnect).
+//!
+//! [`run`] takes an already-bound listener and a shutdown future (mini-redis'
+//! `server::run`), so the integration tests run the worker in-process on port 0 and
+//! stop it with a token; `main` binds with [`bind`] and stops on a signal. The MQTT
+//! side needs no listener: it connects out.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,8 +38,26 @@ pub async fn preflight(settings: &Settings) -> (Vec<Problem>, Option<Version>) {
     (problems, version)
 }
 
-/// Runs the worker until `shutdown` completes.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Binds the HTTP sidecar's `http.listen` address; `None` when it is `off`. Port 0
+/// picks a free port: ask the listener for it.
+pub async fn bind(settings: &Settings) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match settings.http.listen.as_str() {
+        "off" => Ok(None),
+        addr => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("binding http.listen {addr}")),
+    }
+}
+
+/// Runs the worker, serving HTTP on `listener` (from [`bind`]; `None`: no sidecar),
+/// until `shutdown` completes. Bound before this is called, so a client that saw
+/// `online` can use HTTP too.
+pub async fn run(
+    settings: Settings,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (problems, version) = preflight(&settings).await;
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
@@ -45,9 +68,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     let version = version.context("borgmatic version unknown")?;
     raise_open_file_limit();
-    let max_connections = match settings.http.listen.as_str() {
-        "off" => 0,
-        _ => crate::http::connection_cap(&settings.http)
+    let max_connections = match listener {
+        None => 0,
+        Some(_) => crate::http::connection_cap(&settings.http)
             .map_err(|e| anyhow::anyhow!("refusing to start; http.max_connections: {e}"))?,
     };
     let settings = Arc::new(settings);
@@ -67,15 +90,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     crate::reconcile::at_start(&settings, &service).await;
     let metrics = crate::metrics::install();
     crate::metrics::spawn_job_metrics(engine.subscribe_reliable(false));
-    // Bind before announcing `online`, so a client that saw it can use HTTP too.
-    let listener = match settings.http.listen.as_str() {
-        "off" => None,
-        addr => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding http.listen {addr}"))?,
-        ),
-    };
     let mut mqtt = Mqtt::start(&settings, service.clone())?;
     let http_stop = CancellationToken::new();
     let (sink, topics) = (mqtt.retained_sink(), mqtt.topics().clone());
@@ -95,8 +109,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             metrics,
             http_stop.clone(),
         );
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| settings.http.listen.clone(), |a| a.to_string());
         tracing::info!(
-            addr = %settings.http.listen,
+            addr = %addr,
             max_connections,
             "HTTP sidecar listening"
         );

@@ -5,12 +5,16 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_creates_one_archive_that_archive_list_names() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[("BMQTT_JOBS__LOG_QOS", "1")]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new()
+        .repo("nc")
+        .setting("BMQTT_JOBS__LOG_QOS", "1")
+        .process()
+        .await;
 
     let resp = c
         .request(
@@ -102,12 +106,12 @@ async fn backup_creates_one_archive_that_archive_list_names() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_creates_nothing_and_duplicate_request_runs_once() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").app().await;
 
     let res = c
         .run_job(

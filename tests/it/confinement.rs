@@ -119,12 +119,13 @@ async fn a_queued_extract_whose_parent_became_a_link_fails_and_writes_nothing_ou
 
 #[tokio::test(flavor = "multi_thread")]
 async fn links_in_a_destination_are_refused_at_acceptance_over_both_transports() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").http().app().await;
+    let url = worker.url();
     let root = repos.restore_root();
     let outside = repos.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();

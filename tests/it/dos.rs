@@ -171,11 +171,11 @@ fn count_answers(c: &Client, topic: &str, id: &str) -> usize {
 
 /// The worker never lost its broker connection: one retained `online`, no Last Will,
 /// no reconnect in its log. `watcher` subscribed to `<base>/status` at the start.
-async fn assert_never_dropped(worker: &Worker, watcher: &Client) {
+async fn assert_never_dropped(worker: &impl Running, watcher: &Client) {
     // A request answered after everything else proves it still listens.
     let list = watcher
         .request(
-            &worker.base,
+            worker.base(),
             "job/list",
             json!({"token": READ_TOKEN, "request_id": "still-there"}),
         )
@@ -303,7 +303,7 @@ async fn oversize_and_deep_requests_are_refused_before_parsing() {
     let broker = Broker::start();
     let repos = Repos::new();
     repos.add("nc", "");
-    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
+    let (worker, url) = start_with_http_process(&broker, &repos, &[]).await;
     let pid = worker.pid().unwrap();
     let c = Client::connect(&broker).await;
     c.subscribe(&worker.topic("#")).await;
@@ -614,11 +614,12 @@ async fn queued_reads_are_capped_and_cannot_starve_a_backup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_topic_or_property_a_client_sends_drops_the_worker() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos: _repos,
+        worker,
+        client: c,
+    } = Scenario::new().app().await;
     let base = &worker.base;
 
     // No token: a command topic as long as MQTT allows, and other suffixes that

@@ -17,7 +17,7 @@ async fn worker_with(
     repos: &Repos,
     aio: &Aio,
     extra: &[(&str, &str)],
-) -> (Worker, String) {
+) -> (TestApp, String) {
     let env = aio.worker_env();
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(&[

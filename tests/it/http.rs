@@ -38,12 +38,13 @@ async fn get(url: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").http().app().await;
+    let url = worker.url();
 
     // A job over HTTP: 202 with the same record MQTT would give.
     let (status, started) = post(
@@ -457,7 +458,7 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
     let mut broker = Broker::start();
     let repos = Repos::new();
     repos.add("nc", "");
-    let (worker, url) = start_with_http(&broker, &repos, &[]).await;
+    let (worker, url) = start_with_http_process(&broker, &repos, &[]).await;
     let (status, ready) = get(&url, "/readyz", None).await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["parts"]["mqtt"]["ok"], true);
@@ -566,17 +567,19 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_audit_trail_and_openapi() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let (worker, url) = start_with_http(
-        &broker,
-        &repos,
-        &[("BMQTT_LOG__FORMAT", "json"), WITH_ADMIN],
-    )
-    .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos: _repos,
+        worker,
+        client: c,
+    } = Scenario::new()
+        .repo("nc")
+        .http()
+        .setting("BMQTT_LOG__FORMAT", "json")
+        .admin()
+        .app()
+        .await;
+    let url = worker.url();
     let res = c
         .run_job(
             &worker.base,

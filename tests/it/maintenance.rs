@@ -90,12 +90,12 @@ async fn prune_dry_run_deletes_nothing_and_prune_keeps_what_retention_says() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_passes_and_fails_on_a_corrupted_segment_and_repair_needs_admin() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").admin().process().await;
     backup(&c, &worker.base, "nc").await;
 
     let body = json!({"token": WRITE_TOKEN, "repository": "nc"});
@@ -155,12 +155,16 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_lock_is_reported_named_in_the_failure_and_broken_by_the_admin() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "lock_wait: 1\n");
-    let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new()
+        .repo_with("nc", "lock_wait: 1\n")
+        .admin()
+        .app()
+        .await;
 
     let status = c
         .request(
@@ -285,12 +289,12 @@ async fn a_held_lock_is_reported_named_in_the_failure_and_broken_by_the_admin() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn change_passphrase_makes_the_old_one_fail_and_the_new_one_work() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").admin().process().await;
     backup(&c, &worker.base, "nc").await;
     let new = "a-brand-new-passphrase-4321";
 

@@ -21,12 +21,12 @@ async fn the_example_flow_runs_a_backup() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join(".node-red/node_modules/.bin/node-red");
     assert!(bin.exists(), "node-red is not installed: run scripts/setup");
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").app().await;
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

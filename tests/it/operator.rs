@@ -50,17 +50,17 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "lock_wait: 600\n");
-    let worker = Worker::start(
-        &broker,
-        &repos,
-        &[WITH_ADMIN, ("BMQTT_DOCKER__ENABLED", "false")],
-    )
-    .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new()
+        .repo_with("nc", "lock_wait: 600\n")
+        .admin()
+        .setting("BMQTT_DOCKER__ENABLED", "false")
+        .app()
+        .await;
 
     let status = c
         .request(
@@ -187,17 +187,17 @@ async fn a_mount_is_listed_and_emergency_stop_unmounts_it() {
         );
         return;
     }
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(
-        &broker,
-        &repos,
-        &[WITH_ADMIN, ("BMQTT_DOCKER__ENABLED", "false")],
-    )
-    .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new()
+        .repo("nc")
+        .admin()
+        .setting("BMQTT_DOCKER__ENABLED", "false")
+        .app()
+        .await;
     let b = c
         .run_job(
             &worker.base,

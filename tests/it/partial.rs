@@ -116,7 +116,7 @@ async fn unreadable_files_make_a_partial_backup_that_nobody_can_mistake_for_succ
     let (bin, drop) = setpriv_borgmatic(repos.dir.path());
     let prefix = format!("test/{}/homeassistant", uuid_like());
     let bin_s = bin.display().to_string();
-    let (worker, url) = start_with_http(
+    let (worker, url) = start_with_http_process(
         &broker,
         &repos,
         &[

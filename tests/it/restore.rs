@@ -35,12 +35,12 @@ fn files_below(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn extract_restores_bytes_and_refuses_every_escape() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").process().await;
     let archive = backup(&c, &worker.base, "nc").await;
 
     // The whole archive, then only one path.
@@ -152,12 +152,12 @@ async fn extract_restores_bytes_and_refuses_every_escape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mount_lists_the_archive_and_umount_releases_it() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").app().await;
     let archive = backup(&c, &worker.base, "nc").await;
     let body =
         json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "mount_point": "m1"});

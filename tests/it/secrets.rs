@@ -79,12 +79,12 @@ async fn a_backup_over_ssh_unlocks_its_key_through_askpass() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_secrets_need_permission_and_must_differ() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").process().await;
     let resp = c
         .request(
             &worker.base,
@@ -427,12 +427,12 @@ fn assert_private(state_dir: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn state_dir_is_private_to_the_worker() {
     use std::os::unix::fs::PermissionsExt;
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let mut worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker,
+        repos: _repos,
+        mut worker,
+        client: c,
+    } = Scenario::new().repo("nc").process().await;
     let res = c
         .run_job(
             &worker.base,

@@ -25,12 +25,12 @@ fn restore_root_is_empty(repos: &Repos) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").app().await;
     backup(&c, &worker.base).await;
 
     let res = c
@@ -141,12 +141,12 @@ async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_segment_fails_the_check_part() {
-    let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let Scenario {
+        broker: _broker,
+        repos,
+        worker,
+        client: c,
+    } = Scenario::new().repo("nc").app().await;
     backup(&c, &worker.base).await;
 
     // Corrupt the largest segment (where the archive's data lives).

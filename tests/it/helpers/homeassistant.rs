@@ -29,6 +29,8 @@ pub struct HomeAssistant {
     child: Option<Child>,
     token: String,
     http: reqwest::Client,
+    /// Home Assistant starts beside no other heavy test.
+    _turn: super::heavy::HeavyTurn,
 }
 
 impl HomeAssistant {
@@ -38,6 +40,7 @@ impl HomeAssistant {
     /// `automations.yaml`.
     pub async fn start(broker_port: u16, user: &str, password: &str, automations: &str) -> Self {
         let bin = hass_bin();
+        let turn = super::heavy::turn();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(
@@ -79,6 +82,7 @@ impl HomeAssistant {
             child: Some(child),
             token: String::new(),
             http,
+            _turn: turn,
         };
         ha.wait_until_up().await;
         ha.onboard().await;

@@ -61,10 +61,13 @@ pub fn runnable_or_skip(test: &str) -> bool {
 /// The private engine; stopped again when dropped.
 pub struct Engine {
     pub host: String,
+    /// The private engine runs beside no other heavy test.
+    _turn: super::heavy::HeavyTurn,
 }
 
 impl Engine {
     pub fn start() -> Engine {
+        let turn = super::heavy::turn();
         let out = Command::new(repo_root().join("docker/test/engine"))
             .arg("start")
             .output()
@@ -76,6 +79,7 @@ impl Engine {
         );
         Engine {
             host: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            _turn: turn,
         }
     }
 
