@@ -325,7 +325,8 @@ fn probe(
         .borgmatic()
         .task(&repo, &secrets, Action::RepoList { last: Some(1) });
     let spec = JobSpec {
-        command: CommandName::ArchiveList,
+        command: CommandName::ArchiveList.as_str(),
+        role: CommandName::ArchiveList.role(),
         locks: vec![repo_lock(&parsed)],
         repository: Some(parsed),
         request_id: None,

@@ -53,7 +53,8 @@ async fn archive_of(settings: &Settings, service: &Service, rec: &JobRecord) -> 
         .borgmatic()
         .task(&repo, &secrets, Action::RepoList { last: Some(5) });
     let spec = JobSpec {
-        command: CommandName::ArchiveList,
+        command: CommandName::ArchiveList.as_str(),
+        role: CommandName::ArchiveList.role(),
         locks: vec![repo_lock(&label)],
         repository: Some(label),
         request_id: None,

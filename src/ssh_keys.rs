@@ -23,8 +23,8 @@ use serde::Serialize;
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
-use crate::command::KeyName;
 use crate::config::Secret;
+use crate::domain::KeyName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

@@ -25,6 +25,15 @@ use crate::service::Service;
 /// the binary passed its check.
 pub async fn preflight(settings: &Settings) -> (Vec<Problem>, Option<Version>) {
     let mut problems = settings.problems();
+    // The policy file is read by `exec` (which depends on `config`, not the reverse).
+    if settings.docker.exec_policy_file.is_some() {
+        if let Err(e) = crate::exec::policy::ExecPolicy::from_settings(&settings.docker) {
+            problems.push(Problem {
+                key: "docker.exec_policy_file".into(),
+                message: e.to_string(),
+            });
+        }
+    }
     let version = match borgmatic::check_version(&settings.borgmatic.binary).await {
         Ok(v) => Some(v),
         Err(e) => {

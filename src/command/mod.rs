@@ -12,8 +12,8 @@ pub use crate::commands::{
     ApiError, ArchiveSource, Command, CommandName, ErrorBody, ErrorCode, Kind, Response, Status,
 };
 pub use crate::domain::{
-    ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, HostName, JobId, KeyName,
-    NewPassphrase, RepositoryLabel, RequestId, SubPath,
+    validate_topic_base, ArchiveName, ArchivePath, ContainerName, ExecArgv, FieldError, HostName,
+    JobId, KeyName, NewPassphrase, RepositoryLabel, RequestId, SubPath,
 };
 
 /// Quotes a client value for an error message: a short printable prefix, never a
@@ -151,20 +151,6 @@ impl Envelope {
             fields,
         })
     }
-}
-
-/// Checks a topic prefix: no wildcards, no empty levels, no leading `$`.
-pub fn validate_topic_base(base: &str) -> Result<(), String> {
-    if base.is_empty()
-        || base.starts_with('$')
-        || base.contains(['#', '+', '\0'])
-        || base.split('/').any(|l| l.is_empty())
-    {
-        return Err(format!(
-            "{base:?} is not a usable topic prefix (no wildcards, no empty levels, no leading $)"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -99,13 +99,8 @@ impl Settings {
                 ),
             ));
         }
-        if let Err(reason) = crate::command::validate_topic_base(&self.base_topic()) {
+        if let Err(reason) = crate::domain::validate_topic_base(&self.base_topic()) {
             problems.push(problem("mqtt.base_topic", reason));
-        }
-        if self.docker.exec_policy_file.is_some() {
-            if let Err(e) = crate::exec::policy::ExecPolicy::from_settings(&self.docker) {
-                problems.push(problem("docker.exec_policy_file", e));
-            }
         }
     }
 
@@ -181,7 +176,7 @@ impl Settings {
                     ));
                 }
             }
-            if crate::command::RepositoryLabel::parse(label).is_err() {
+            if crate::domain::RepositoryLabel::parse(label).is_err() {
                 problems.push(problem(
                     format!("repositories.{label}"),
                     "is not a valid repository label ([A-Za-z0-9._-], 1 to 64 characters)",

@@ -22,7 +22,7 @@ pub use container::{exec_env, ContainerName, ExecArgv};
 pub use field_error::FieldError;
 pub use ids::{JobId, RequestId};
 pub use job_state::JobState;
-pub use names::{HostName, KeyName, RepositoryLabel};
+pub use names::{validate_topic_base, HostName, KeyName, RepositoryLabel};
 pub use passphrase::NewPassphrase;
 pub use paths::{ArchivePath, SubPath};
 pub use quote::{install_secret_probe, quote};

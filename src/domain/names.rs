@@ -113,6 +113,20 @@ impl HostName {
 
 super::string_newtype_conversions!(RepositoryLabel, KeyName, HostName);
 
+/// Checks a topic prefix: no wildcards, no empty levels, no leading `$`.
+pub fn validate_topic_base(base: &str) -> Result<(), String> {
+    if base.is_empty()
+        || base.starts_with('$')
+        || base.contains(['#', '+', '\0'])
+        || base.split('/').any(|l| l.is_empty())
+    {
+        return Err(format!(
+            "{base:?} is not a usable topic prefix (no wildcards, no empty levels, no leading $)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{fuse_mounts, is_ours};
-use crate::command::JobId;
+use crate::domain::JobId;
 use crate::exec::process::{self, ProcessSpec};
 use crate::jobs::{
     BoxFuture, CancelReason, JobEngine, JobState, Stream, Task, TaskContext, TaskOutcome,

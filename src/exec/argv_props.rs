@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::borgmatic::{client_args, Action, Borgmatic, JobSecrets, Repository};
 use super::roots;
 use super::ssh::SshDestination;
-use crate::command::{ArchiveName, ArchivePath, HostName, KeyName, RepositoryLabel, SubPath};
+use crate::domain::{ArchiveName, ArchivePath, HostName, KeyName, RepositoryLabel, SubPath};
 
 /// Strings an attacker would try: option look-alikes behind slashes, dots and
 /// blanks, `=`-joined flags, control characters, glob and pattern syntax, and

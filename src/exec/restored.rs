@@ -14,7 +14,7 @@ use std::path::{Component, Path};
 
 use serde_json::{json, Value};
 
-use crate::command::ArchivePath;
+use crate::domain::ArchivePath;
 
 /// Paths kept in the result; the counts cover all.
 pub const KEEP_PATHS: usize = 20;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
 
-use crate::command::SubPath;
+use crate::domain::SubPath;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RootError {

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 
 pub use super::log::PublishedLine;
 use super::record::{JobRecord, JobResult};
-use crate::command::JobId;
+use crate::domain::JobId;
 
 /// Lines a log-taking reliable subscriber may have queued before jobs pause.
 pub const HIGH_WATER: usize = 8192;

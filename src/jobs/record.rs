@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::command::{JobId, RequestId};
+use crate::domain::{JobId, RequestId};
 
 pub use crate::domain::JobState;
 

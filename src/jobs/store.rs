@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::log::LogLine;
 use super::record::{JobRecord, JobState};
-use crate::command::JobId;
+use crate::domain::JobId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use rusqlite::params;
 
 use super::store::{store_error, Store, StoreError};
-use crate::command::JobId;
+use crate::domain::JobId;
 
 tokio::task_local! {
     /// The job the current task runs for (set by the engine around each task).

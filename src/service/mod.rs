@@ -303,7 +303,8 @@ impl Service {
         rid: Option<RequestId>,
     ) -> Result<crate::jobs::JobRecord, ApiError> {
         let spec = JobSpec {
-            command: plan.name,
+            command: plan.name.as_str(),
+            role: plan.name.role(),
             locks: plan.locks,
             repository: plan.repository,
             request_id: rid,

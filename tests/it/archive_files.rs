@@ -2,12 +2,11 @@
 //! borg, over MQTT and HTTP: the root, a path prefix, pages that join up exactly,
 //! and refusals (option look-alikes, traversal, bad limits) that start nothing.
 
-
 use std::time::Duration;
 
+use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use crate::helpers::*;
 
 async fn post(url: &str, command: &str, body: Value) -> (StatusCode, Value) {
     let resp = reqwest::Client::builder()

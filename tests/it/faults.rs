@@ -6,17 +6,16 @@
 //! with counts (jobs started = results received = records stored; zero orphans;
 //! zero extra runs). Every loop is bounded.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::helpers::*;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
-use crate::helpers::*;
 
 const ROUNDS: usize = 3;
 

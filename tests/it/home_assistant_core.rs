@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use crate::helpers::homeassistant::{check_config, HomeAssistant};
 use crate::helpers::*;
+use serde_json::{json, Value};
 
 const NODE: &str = "itest";
 

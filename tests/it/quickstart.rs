@@ -2,7 +2,6 @@
 //! the `mosquitto_pub` backup request with the demo client (the project's own ACL),
 //! and the `curl` line against the HTTP sidecar on loopback.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

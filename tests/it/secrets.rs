@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
 use crate::helpers::*;
+use serde_json::{json, Value};
 
 const SSH_PASSPHRASE: &str = "ssh-key-passphrase-5555";
 

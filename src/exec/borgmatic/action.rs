@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::command::{ArchiveName, ArchivePath, RepositoryLabel};
 use crate::config::Secret;
+use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel};
 use crate::exec::roots::Confined;
 
 /// A repository label resolved to its existing configuration file.

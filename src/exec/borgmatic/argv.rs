@@ -12,8 +12,8 @@ use serde_json::json;
 use super::outcome::Output;
 use super::task::{BorgmaticTask, Confinement};
 use super::{Action, Borgmatic, JobSecrets};
-use crate::command::{ArchiveName, ArchivePath};
 use crate::config::Secret;
+use crate::domain::{ArchiveName, ArchivePath};
 use crate::exec::process::ProcessSpec;
 use crate::exec::roots::Confined;
 
@@ -248,7 +248,7 @@ impl Parts {
 pub(crate) mod client_args {
     use std::ffi::OsString;
 
-    use crate::command::{ArchiveName, ArchivePath};
+    use crate::domain::{ArchiveName, ArchivePath};
 
     /// `--archive=NAME` (borgmatic passes `REPO::NAME` to borg).
     pub fn archive(a: &ArchiveName) -> OsString {

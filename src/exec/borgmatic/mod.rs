@@ -41,8 +41,8 @@ pub use outcome::{first_json, RunResult};
 pub use task::{BorgmaticTask, RunError};
 pub use version::{check_version, Version, VersionError, MIN_VERSION};
 
-use crate::command::RepositoryLabel;
 use crate::config::Settings;
+use crate::domain::RepositoryLabel;
 use task::RestoreCheck;
 
 /// Builds borgmatic tasks for the configured binary and config directory.

@@ -13,8 +13,8 @@ use super::argv::eq_path;
 use super::outcome::{
     is_error_summary, is_warning, judge, looks_like_error, parse_output, Output, RunResult,
 };
-use crate::command::ArchivePath;
 use crate::config::Secret;
+use crate::domain::ArchivePath;
 use crate::exec::borgmatic_log;
 use crate::exec::process::{self, ProcessSpec};
 use crate::exec::restored;

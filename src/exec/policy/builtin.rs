@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::{strings, ExecPolicy, Rule, Source};
-use crate::auth::Role;
+use crate::domain::Role;
 
 /// AIO's `daily-backup.sh` flags; every built-in rule for it sets all five.
 pub const AIO_FLAGS: [&str; 5] = [

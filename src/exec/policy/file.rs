@@ -8,10 +8,11 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{valid_env_value, ExecPolicy, Rule, Source, MAX_ENV_VALUE};
-use crate::auth::Role;
-use crate::command::{shorten, ContainerName, ExecArgv};
 use crate::config::DockerSettings;
+use crate::domain::Role;
+use crate::domain::{ContainerName, ExecArgv};
 use crate::exec::deny;
+use crate::redact::quote as shorten;
 
 /// A rule as written in the policy file.
 #[derive(Debug, Deserialize)]

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::deny::{self, DenyHit};
-use crate::command::shorten;
+use crate::redact::quote as shorten;
 
 mod builtin;
 mod file;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::auth::Role;
-use crate::command::shorten;
+use crate::domain::Role;
+use crate::redact::quote as shorten;
 
 /// Where a rule comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

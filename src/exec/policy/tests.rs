@@ -1,6 +1,6 @@
 use super::*;
-use crate::auth::Role;
 use crate::config::DockerSettings;
+use crate::domain::Role;
 
 fn argv(a: &[&str]) -> Vec<String> {
     strings(a)

@@ -7,7 +7,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::sample::Entry;
-use crate::command::SubPath;
+use crate::domain::SubPath;
 use crate::exec::roots;
 use crate::jobs::{Stream, TaskContext};
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::borgmatic::{first_json, Action, Borgmatic, BorgmaticTask, JobSecrets, Repository};
-use crate::command::{ArchiveName, ArchivePath};
+use crate::domain::{ArchiveName, ArchivePath};
 use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
 
 mod compare;

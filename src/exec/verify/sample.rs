@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::command::ArchivePath;
+use crate::domain::ArchivePath;
 
 /// One regular file of the archive listing.
 #[derive(Debug, Clone)]

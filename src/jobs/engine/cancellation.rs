@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::super::record::JobRecord;
 use super::super::CancelReason;
 use super::{lock, Job, JobEngine};
-use crate::command::JobId;
+use crate::domain::JobId;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CancelError {

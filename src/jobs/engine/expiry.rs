@@ -11,7 +11,7 @@ use chrono::Utc;
 use super::super::events::JobEvent;
 use super::run::retry_unsaved;
 use super::{lock, JobEngine, Shared};
-use crate::command::JobId;
+use crate::domain::JobId;
 
 impl JobEngine {
     pub(super) fn spawn_expiry(&self) {

@@ -27,8 +27,8 @@ use super::record::{JobRecord, JobResult, JobState};
 use super::slots::Slots;
 use super::store::Store;
 use super::CancelReason;
-use crate::command::JobId;
 use crate::config::JobSettings;
+use crate::domain::JobId;
 use crate::redact::Redactor;
 
 pub use cancellation::CancelError;

@@ -16,7 +16,7 @@ use super::super::record::{JobRecord, JobResult, JobState};
 use super::super::{CancelReason, Task, TaskOutcome};
 use super::submission::Line;
 use super::{lock, Job, Shared};
-use crate::command::JobId;
+use crate::domain::JobId;
 use crate::redact::Redactor;
 
 /// What a task uses to report: lines (scrubbed of secrets) and progress.

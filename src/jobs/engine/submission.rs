@@ -1,6 +1,6 @@
 //! Accepting a job: the per-line queue caps, the exclusive locks (one active job
 //! per repository), and the record that must be stored before anyone hears of it.
-//! May import: the engine's state, `command`, `auth`, `config`.
+//! May import: the engine's state, `domain`, `config` (never the command model).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,14 +14,17 @@ use super::super::record::JobResult;
 use super::super::slots::Priority;
 use super::super::Task;
 use super::{lock, Holder, Job, JobEngine};
-use crate::auth::Role;
-use crate::command::{CommandName, JobId, RepositoryLabel, RequestId};
 use crate::config::JobSettings;
+use crate::domain::Role;
+use crate::domain::{JobId, RepositoryLabel, RequestId};
 use tokio_util::sync::CancellationToken;
 
 /// What the service asks the engine to run.
 pub struct JobSpec {
-    pub command: CommandName,
+    /// The command's wire name (`backup/run`), for its record and logs.
+    pub command: &'static str,
+    /// The least role of the command: read-role jobs queue behind write-role ones.
+    pub role: Role,
     /// The repository the job works on (shown in its record).
     pub repository: Option<RepositoryLabel>,
     /// What the job holds exclusively while it is queued or running (`repo:<label>`,
@@ -86,13 +89,13 @@ impl JobEngine {
             return Err(SubmitError::ShuttingDown);
         }
         let record = JobRecord::queued(
-            spec.command.as_str(),
+            spec.command,
             spec.repository.as_ref().map(|r| r.as_str().to_string()),
             spec.request_id.clone(),
         );
         let job_id = record.job_id;
         // Emergency stop never waits, so it never queues.
-        let line = (!spec.bypass_limit).then(|| Line::of(spec.command));
+        let line = (!spec.bypass_limit).then(|| Line::of(spec.role));
         let released = CancellationToken::new();
         let wait_for = self.reserve(line, &spec.locks, job_id, spec.background, &released)?;
         // No record, no job: a job clients were told about must survive a restart.
@@ -144,7 +147,7 @@ impl JobEngine {
         let span = tracing::info_span!(
             "job",
             job_id = %job_id,
-            command = spec.command.as_str(),
+            command = spec.command,
             request_id = spec.request_id.as_ref().map(|r| r.as_str()),
         );
         let shared = self.shared.clone();
@@ -235,8 +238,8 @@ pub(super) enum Line {
 }
 
 impl Line {
-    pub(super) fn of(command: CommandName) -> Line {
-        match command.role() {
+    pub(super) fn of(role: Role) -> Line {
+        match role {
             Role::Read => Line::Read,
             Role::Write | Role::Admin => Line::Write,
         }

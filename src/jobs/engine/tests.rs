@@ -2,7 +2,8 @@
 use super::*;
 use std::time::Duration;
 
-use crate::command::{CommandName, RepositoryLabel};
+use crate::domain::RepositoryLabel;
+use crate::domain::Role;
 use crate::jobs::{BoxFuture, CancelReason, Stream, Task, TaskOutcome};
 
 struct Scripted {
@@ -46,7 +47,8 @@ fn engine(dir: &std::path::Path, max: usize) -> JobEngine {
 fn spec(repo: &str, task: Scripted, timeout: Duration) -> JobSpec {
     let label = RepositoryLabel::parse(repo).unwrap();
     JobSpec {
-        command: CommandName::BackupRun,
+        command: "backup/run",
+        role: Role::Write,
         locks: vec![repo_lock(&label)],
         repository: Some(label),
         request_id: None,
@@ -202,7 +204,8 @@ async fn queued_jobs_are_capped_per_line_and_writes_start_first() {
         state: JobState::Succeeded,
     };
     let read = |task| JobSpec {
-        command: CommandName::ConfigValidate,
+        command: "config/validate",
+        role: Role::Read,
         locks: vec![],
         repository: None,
         request_id: None,
