@@ -67,15 +67,7 @@ pub async fn run(
     listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (problems, version) = preflight(&settings).await;
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-        anyhow::bail!(
-            "refusing to start; fix the configuration:\n{}",
-            list.join("\n")
-        );
-    }
-    let version = version.context("borgmatic version unknown")?;
+    let version = refuse_on_problems(&settings).await?;
     raise_open_file_limit();
     let max_connections = match listener {
         None => 0,
@@ -83,6 +75,61 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("refusing to start; http.max_connections: {e}"))?,
     };
     let settings = Arc::new(settings);
+    let (engine, service) = core(&settings, version).await?;
+    let metrics = crate::metrics::install();
+    crate::metrics::spawn_job_metrics(engine.subscribe_reliable(false));
+    let mut mqtt = Mqtt::start(&settings, service.clone())?;
+    let background = CancellationToken::new();
+    spawn_health(&settings, &service, &mqtt, &background);
+    let http = listener.map(|listener| {
+        let state = crate::http::AppState::new(
+            service.clone(),
+            settings.clone(),
+            Some(mqtt.status.clone()),
+            metrics,
+            background.clone(),
+        );
+        spawn_http(listener, state, max_connections, &settings)
+    });
+    spawn_limit_sweep(service.clone(), background.clone());
+    tracing::info!(
+        base_topic = %settings.base_topic(),
+        borgmatic = %version,
+        "borgmatic-mqtt started"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    mqtt.stop_accepting().await;
+    background.cancel();
+    engine.shutdown().await;
+    mqtt.shutdown().await;
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), h).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The borgmatic version, or every reason not to start.
+async fn refuse_on_problems(settings: &Settings) -> anyhow::Result<Version> {
+    let (problems, version) = preflight(settings).await;
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        anyhow::bail!(
+            "refusing to start; fix the configuration:\n{}",
+            list.join("\n")
+        );
+    }
+    version.context("borgmatic version unknown")
+}
+
+/// The state dir, job store, engine and service; orphans of an earlier run are
+/// ended and interrupted jobs reconciled before anything can submit work.
+async fn core(
+    settings: &Arc<Settings>,
+    version: Version,
+) -> anyhow::Result<(JobEngine, Arc<Service>)> {
     secure_state_dir(&settings.state_dir)?;
     let store = Store::open(&settings.state_dir).context("opening the job store")?;
     crate::redact::register(settings.secret_values());
@@ -96,69 +143,56 @@ pub async fn run(
         engine.clone(),
         version,
     ));
-    crate::reconcile::at_start(&settings, &service).await;
-    let metrics = crate::metrics::install();
-    crate::metrics::spawn_job_metrics(engine.subscribe_reliable(false));
-    let mut mqtt = Mqtt::start(&settings, service.clone())?;
-    let http_stop = CancellationToken::new();
+    crate::reconcile::at_start(settings, &service).await;
+    Ok((engine, service))
+}
+
+/// Repository health probes, publishing each report retained.
+fn spawn_health(
+    settings: &Arc<Settings>,
+    service: &Arc<Service>,
+    mqtt: &Mqtt,
+    stop: &CancellationToken,
+) {
     let (sink, topics) = (mqtt.retained_sink(), mqtt.topics().clone());
     crate::health::spawn(
         settings.clone(),
         service.clone(),
-        std::sync::Arc::new(move |repo: &str, report: &serde_json::Value| {
+        Arc::new(move |repo: &str, report: &serde_json::Value| {
             sink(topics.repo_health(repo), report.to_string())
         }),
-        http_stop.clone(),
+        stop.clone(),
     );
-    let http = listener.map(|listener| {
-        let state = crate::http::AppState::new(
-            service.clone(),
-            settings.clone(),
-            Some(mqtt.status.clone()),
-            metrics,
-            http_stop.clone(),
-        );
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| settings.http.listen.clone(), |a| a.to_string());
-        tracing::info!(
-            addr = %addr,
-            max_connections,
-            "HTTP sidecar listening"
-        );
-        tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state, max_connections).await {
-                tracing::error!(error = %e, "the HTTP sidecar stopped");
-            }
-        })
-    });
-    let limits_service = service.clone();
-    let sweep_stop = http_stop.clone();
+}
+
+/// The HTTP sidecar on `listener`, until `state`'s stop token is cancelled.
+fn spawn_http(
+    listener: tokio::net::TcpListener,
+    state: crate::http::AppState,
+    max_connections: usize,
+    settings: &Settings,
+) -> tokio::task::JoinHandle<()> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| settings.http.listen.clone(), |a| a.to_string());
+    tracing::info!(addr = %addr, max_connections, "HTTP sidecar listening");
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, state, max_connections).await {
+            tracing::error!(error = %e, "the HTTP sidecar stopped");
+        }
+    })
+}
+
+/// Once a minute, principals back at a full quota are forgotten (bounded memory).
+fn spawn_limit_sweep(service: Arc<Service>, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => limits_service.shrink_limits(),
-                _ = sweep_stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => service.shrink_limits(),
+                _ = stop.cancelled() => return,
             }
         }
     });
-    tracing::info!(
-        base_topic = %settings.base_topic(),
-        borgmatic = %version,
-        "borgmatic-mqtt started"
-    );
-
-    shutdown.await;
-    tracing::info!("shutting down");
-    mqtt.stop_accepting().await;
-    http_stop.cancel();
-    engine.shutdown().await;
-    mqtt.shutdown().await;
-    if let Some(h) = http {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), h).await;
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Creates `state_dir` as 0700 and tightens what is already there (an older version

@@ -20,6 +20,7 @@ mod fields;
 mod jobs;
 mod key;
 mod ops;
+mod press;
 mod repo;
 mod response;
 mod ssh_key;
@@ -29,6 +30,7 @@ mod tests;
 pub use archive::ArchiveSource;
 pub use context::{AuditTrail, Ctx, JobPlan, Outcome, RequestSecrets};
 pub use fields::{Fields, Schema};
+pub use press::Press;
 pub use response::{ApiError, ErrorBody, ErrorCode, Response, Status};
 
 use serde_json::{Map, Value};

@@ -130,3 +130,29 @@ fn every_name_round_trips() {
     }
     assert_eq!(CommandName::parse("backup/../run"), None);
 }
+
+#[test]
+fn a_button_press_is_the_same_command_as_its_request() {
+    let nc = || RepositoryLabel::parse("nc").unwrap();
+    let job = crate::domain::JobId::new();
+    for (action, name, body) in [
+        ("run", "backup/run", json!({"repository": "nc"})),
+        ("verify", "backup/verify", json!({"repository": "nc"})),
+        ("check", "repo/check", json!({"repository": "nc"})),
+        ("prune", "repo/prune", json!({"repository": "nc"})),
+        ("cancel", "job/cancel", json!({"job_id": job.to_string()})),
+    ] {
+        let press = Press::parse(action).unwrap();
+        assert_eq!(press.as_str(), action);
+        let typed = press.command(nc(), Some(job)).unwrap();
+        assert_eq!(typed.name(), press.name());
+        assert_eq!(typed, parse(name, body).unwrap(), "{action}");
+        assert!(
+            typed.role() <= Role::Write,
+            "{action} stays within the write role"
+        );
+    }
+    assert!(Press::parse("delete").is_none());
+    let refused = Press::Cancel.command(nc(), None).unwrap_err();
+    assert_eq!(refused, "no job runs on nc");
+}

@@ -11,6 +11,8 @@ fn job(command: &str, state: JobState, data: Value) -> JobResult {
     }
 }
 
+/// Long on purpose: one repository's history, each step starting from the state
+/// the one before left (probed, aged, partial, verified, failed, recovered).
 #[test]
 fn every_kind_of_trouble_is_a_problem_with_its_reason() {
     let day = Duration::from_secs(26 * 3600);

@@ -2,7 +2,8 @@
 //! birth message and button presses. Requests are handled concurrently, at most
 //! `limits.max_in_flight` at once, so one slow command never delays another; a few
 //! more wait in a short queue, beyond it they are `busy`.
-//! May import: `service`, `outgoing`, `topics`, `ha`, `discovery`, `summary`.
+//! May import: `service`, `commands` (the button presses), `outgoing`, `topics`,
+//! `ha`, `summary`.
 
 use std::sync::Arc;
 
@@ -15,33 +16,18 @@ use tokio_util::task::TaskTracker;
 
 use super::ha::{publish_discovery, HaConfig};
 use super::outgoing::{Out, Unsendable};
-use super::{discovery, summary, topics, Topics, MAX_CORRELATION_BYTES};
+use super::{summary, topics, Topics, MAX_CORRELATION_BYTES};
 use crate::command::{ApiError, Envelope, ErrorCode, RequestLimits, Response};
+use crate::commands::Press;
 use crate::service::{Request, Service};
 
-/// A Home Assistant button press: the same request as `backup/run` or
-/// `backup/verify` with the write role (the broker ACL guards the topic).
+/// A Home Assistant button press: the typed command it stands for, as the write
+/// role (the broker ACL guards the topic), through the service's own gates.
 async fn ha_button(out: &Out, topics: &Topics, service: &Service, repository: &str, action: &str) {
-    let (command, body) = match discovery::button_request(service.engine(), repository, action) {
-        None => return,
-        Some(Ok(request)) => request,
-        Some(Err(why)) => {
-            refused(out, topics, repository, action, "not_found", &why).await;
-            return;
-        }
+    let Some(press) = Press::parse(action) else {
+        return;
     };
-    let body = body.to_string();
-    let resp = service
-        .handle(Request {
-            transport: crate::service::Transport::Mqtt,
-            client: Some("homeassistant"),
-            command,
-            body: body.as_bytes(),
-            retained: false,
-            bearer: None,
-            trusted: Some(crate::auth::Role::Write),
-        })
-        .await;
+    let resp = service.handle_press(press, repository).await;
     if let Some(e) = &resp.error {
         tracing::warn!(code = e.code.as_str(), message = %e.message, "a Home Assistant button was refused");
         refused(out, topics, repository, action, e.code.as_str(), &e.message).await;

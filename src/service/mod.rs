@@ -32,6 +32,7 @@ mod dedup;
 mod gate;
 mod info;
 mod limits;
+mod press;
 mod request;
 
 pub use audit::AuditRecord;
@@ -142,19 +143,32 @@ impl Service {
             Err((rid, err)) => Response::error(rid, err),
         };
         crate::redact::withhold_request_id(&mut resp.request_id);
+        self.account(req.transport, req.client, req.command, seen, &resp);
+        resp
+    }
+
+    /// Counts an answered request in the metrics and writes it to the audit trail.
+    fn account(
+        &self,
+        transport: Transport,
+        client: Option<&str>,
+        command: &str,
+        seen: Seen,
+        resp: &Response,
+    ) {
         let outcome = resp.error_code().map(ErrorCode::as_str).unwrap_or("ok");
-        crate::metrics::request(req.transport.as_str(), outcome);
+        crate::metrics::request(transport.as_str(), outcome);
         if resp.error_code() == Some(ErrorCode::RateLimited) {
-            crate::metrics::rate_limited(req.transport.as_str());
+            crate::metrics::rate_limited(transport.as_str());
         }
         self.audit.append(&AuditRecord {
             at: chrono::Utc::now(),
-            transport: req.transport.as_str().into(),
+            transport: transport.as_str().into(),
             role: seen.role.map(|r| r.as_str().to_string()),
-            client: req.client.map(str::to_string),
-            command: match CommandName::parse(req.command) {
+            client: client.map(str::to_string),
+            command: match CommandName::parse(command) {
                 Some(name) => name.as_str().to_string(),
-                None => crate::command::shorten(req.command)
+                None => crate::command::shorten(command)
                     .trim_matches('"')
                     .to_string(),
             },
@@ -163,7 +177,6 @@ impl Service {
             job_id: resp.job_id.map(|j| j.to_string()),
             request_id: resp.request_id.as_ref().map(|r| r.as_str().to_string()),
         });
-        resp
     }
 
     /// Records a request an adapter refused before it reached [`Service::handle`]

@@ -98,32 +98,16 @@ impl JobEngine {
         let line = (!spec.bypass_limit).then(|| Line::of(spec.role));
         let released = CancellationToken::new();
         let wait_for = self.reserve(line, &spec.locks, job_id, spec.background, &released)?;
-        // No record, no job: a job clients were told about must survive a restart.
-        // (Background work is never stored.)
-        let saved = match self.shared.store.disk_problem() {
-            _ if spec.background => Ok(()),
-            Some(p) => Err(crate::jobs::StoreError::Disk(p.to_string())),
-            None => self.shared.store.save(&record, None),
-        };
-        if let Err(e) = saved {
-            crate::jobs::store_error("storing a new job", &e);
+        if let Err(e) = self.save_new(&record, spec.background) {
             self.release(line, &spec.locks, job_id);
-            return Err(SubmitError::Storage(self.shared.store.problem(&e)));
+            return Err(e);
         }
         let redactor = if spec.secrets.is_empty() {
             self.shared.redactor.clone()
         } else {
             self.shared.redactor.with(spec.secrets)
         };
-        // Background work this job took its locks over from yields: it is asked to
-        // stop, and this job starts once its process has ended.
-        for (holder, _) in &wait_for {
-            if let Some(j) = lock(&self.shared.jobs).get(holder).cloned() {
-                lock(&j.reason).get_or_insert(crate::jobs::CancelReason::User);
-                j.cancel.cancel();
-            }
-        }
-        let wait_for: Vec<CancellationToken> = wait_for.into_iter().map(|(_, r)| r).collect();
+        let wait_for = self.stop_background_holders(wait_for);
         let job = Arc::new(Job {
             background: spec.background,
             report: Mutex::new(report),
@@ -163,6 +147,35 @@ impl JobEngine {
             .instrument(span),
         );
         Ok(record)
+    }
+
+    /// No record, no job: a job clients were told about must survive a restart.
+    /// (Background work is never stored.)
+    fn save_new(&self, record: &JobRecord, background: bool) -> Result<(), SubmitError> {
+        let saved = match self.shared.store.disk_problem() {
+            _ if background => Ok(()),
+            Some(p) => Err(crate::jobs::StoreError::Disk(p.to_string())),
+            None => self.shared.store.save(record, None),
+        };
+        saved.map_err(|e| {
+            crate::jobs::store_error("storing a new job", &e);
+            SubmitError::Storage(self.shared.store.problem(&e))
+        })
+    }
+
+    /// Background work this job took its locks over from yields: it is asked to
+    /// stop, and this job starts once its process has ended (the tokens returned).
+    fn stop_background_holders(
+        &self,
+        holders: Vec<(JobId, CancellationToken)>,
+    ) -> Vec<CancellationToken> {
+        for (holder, _) in &holders {
+            if let Some(j) = lock(&self.shared.jobs).get(holder).cloned() {
+                lock(&j.reason).get_or_insert(crate::jobs::CancelReason::User);
+                j.cancel.cancel();
+            }
+        }
+        holders.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Takes a place in the job's queue line and its locks, or says why not.
