@@ -59,6 +59,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The pipeline, with the exec policy, rate limits, audit trail and dedup made from `settings`.
     pub fn new(
         settings: Arc<Settings>,
         tokens: Tokens,
@@ -92,6 +93,7 @@ impl Service {
         }
     }
 
+    /// The job engine the service submits to.
     pub fn engine(&self) -> &JobEngine {
         &self.engine
     }
