@@ -27,9 +27,14 @@ pub const RETENTION: [(&str, &str); 3] = [
 /// found, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
+    /// What is checked: `archive_name_format`, `match_archives`, `encryption`,
+    /// `retention` or `reachable`.
     pub name: &'static str,
+    /// `true` passed, `false` failed, `None` undecided from here.
     pub passed: Option<bool>,
+    /// What was found, in words.
     pub detail: String,
+    /// How to fix a failed or undecided check; absent when it passed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
 }

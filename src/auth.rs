@@ -1,5 +1,7 @@
 //! Tokens and roles. Every token is compared in constant time against every
 //! configured token, so timing reveals neither a token nor which role matched.
+//!
+//! Imports `config` (the token settings, `Secret`) and `domain` (`Role`) only.
 
 use subtle::ConstantTimeEq;
 

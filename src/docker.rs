@@ -19,12 +19,16 @@ use tokio::sync::Mutex;
 /// Requests that take longer than this count as an engine that does not answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What went wrong talking to the Docker engine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DockerError {
+    /// The engine does not answer (no socket, proxy down, timeout).
     #[error("the Docker engine is unavailable: {0}")]
     Unavailable(String),
+    /// The engine answered 404: no such container (or object).
     #[error("no container {0}")]
     NoContainer(String),
+    /// Any other refusal, with the engine's status code and message.
     #[error("Docker: {0}")]
     Other(String),
 }
@@ -57,9 +61,13 @@ pub struct Engine {
 /// One container as `container/list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContainerInfo {
+    /// The container's name, without Docker's leading `/`.
     pub name: String,
+    /// The image it runs.
     pub image: Option<String>,
+    /// `running`, `exited`, `restarting`, … as the engine reports it.
     pub state: Option<String>,
+    /// The engine's human-readable status (`Up 3 hours`).
     pub status: Option<String>,
     /// `healthy`, `unhealthy`, `starting`, or absent without a health check.
     pub health: Option<String>,
@@ -68,7 +76,9 @@ pub struct ContainerInfo {
 /// One volume as `volume/list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeInfo {
+    /// The volume's name.
     pub name: String,
+    /// Where the volume's data lives on the host.
     pub mountpoint: String,
     /// `null` when not asked for or when the engine does not report it.
     pub size_bytes: Option<i64>,

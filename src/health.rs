@@ -17,8 +17,9 @@
 //! failed. The reasons travel with it. Published as retained
 //! `repos/<repository>/health` and as Prometheus gauges.
 //!
-//! Imports `config`, `exec::borgmatic` (the probe), `jobs`, `service` (to submit
-//! probes), `metrics` and `mqtt::summary` (the summary a result gives).
+//! Imports `command` (command names, labels), `config`, `exec::borgmatic` (the
+//! probe), `jobs`, `service` (to submit probes), `metrics` and `mqtt::summary` (the
+//! summary a result gives).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -25,7 +25,12 @@
 //!   helper that unlocks them.
 //! - [`metrics`]: Prometheus metrics from job results (link status passed in).
 //! - [`redact`]: scrubbing secrets from any outgoing text.
+//! - [`reconcile`]: start-up repair of what a killed worker left behind.
 //! - [`startup`], [`telemetry`]: wiring, shutdown order, tracing.
+//!
+//! Each module's header says what it may import; `scripts/import-cycles --edges`
+//! prints what it does import.
+#![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod aio;

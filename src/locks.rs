@@ -16,7 +16,9 @@ use crate::borg_config::{Location, RepositoryEntry};
 pub struct Holder {
     /// borg's host id, `<hostname>@<node>`.
     pub host: String,
+    /// The holder's process id on its host.
     pub pid: u32,
+    /// The holder's thread id (borg records one per lock entry).
     pub thread: u32,
     /// `exclusive` or `shared`.
     pub kind: &'static str,
@@ -29,11 +31,13 @@ pub struct Holder {
 pub struct LockStatus {
     /// `None` when it cannot be known from here (a remote repository).
     pub locked: Option<bool>,
+    /// Every process listed in the lock roster.
     pub holders: Vec<Holder>,
     /// When the lock was taken (the lock directory's modification time).
     pub since: Option<DateTime<Utc>>,
     /// Every holder is a dead process on this host: safe to break.
     pub stale: bool,
+    /// Why the state cannot be known (a remote repository).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

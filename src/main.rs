@@ -1,4 +1,7 @@
 //! `borgmatic-mqtt`: settings → telemetry → run until a signal.
+//!
+//! Uses the library's `config`, `telemetry`, `startup` and `askpass` (the binary's
+//! second mode).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,9 +3,10 @@
 //! exporters fight over the repository lock); gauges of live state are read from
 //! memory when scraped.
 //!
-//! Imports `jobs` (results and counts) only: the MQTT link's state arrives as a
-//! value ([`LinkStatus`]), so this module depends on no transport (and the
-//! transports, which count requests here, form no cycle with it).
+//! Imports `jobs` (results and counts) and `commands` (command names) only: the
+//! MQTT link's state arrives as a value ([`LinkStatus`]), so this module depends on
+//! no transport (and the transports, which count requests here, form no cycle with
+//! it).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 

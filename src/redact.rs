@@ -7,9 +7,8 @@
 //! the worker's configured secrets. Those are [`register`]ed once at start-up,
 //! because values are quoted deep in parsers that have no settings at hand.
 //!
-//! Imports nothing of the crate but `command::RequestId` (in [`withhold_request_id`],
-//! a cycle with `command`, which quotes through here, until that type lives in a
-//! core that imports nothing); everything else may use it.
+//! Imports only `domain` (the quoting probe it installs there, `RequestId`);
+//! everything else may use it.
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
@@ -44,6 +43,7 @@ impl Redactor {
         Redactor::new(all)
     }
 
+    /// Whether there is no secret to mask.
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
@@ -55,6 +55,7 @@ impl Redactor {
         self.secrets.iter().any(|s| text.contains(s.as_str()))
     }
 
+    /// `text` with every secret replaced by [`MASK`]; borrowed when none is in it.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for s in self.secrets.iter() {

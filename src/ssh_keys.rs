@@ -13,7 +13,7 @@
 //! `id_ed25519`, which borg may need, is safe). `known_hosts`, `config`,
 //! `authorized_keys`, links and any other file are refused and left untouched.
 //!
-//! Imports `command`'s value types and `config::Secret`.
+//! Imports `domain` (`KeyName`) and `config::Secret`.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -26,14 +26,19 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 use crate::config::Secret;
 use crate::domain::KeyName;
 
+/// Why a key operation was refused or failed; each message is safe to show a client.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// No key (or no public half) of that name.
     #[error("no key {0}")]
     NotFound(String),
+    /// `ssh-key/create` of a name already taken.
     #[error("key {0} already exists (ssh-key/rotate replaces a key)")]
     Exists(String),
+    /// A file that is not a key this worker may use or change; it is left alone.
     #[error("{0} in the key directory is not a key this worker manages; left untouched")]
     NotManaged(String),
+    /// Reading or writing the key directory failed.
     #[error("{0}")]
     Io(String),
 }
@@ -41,10 +46,15 @@ pub enum KeyError {
 /// What may be shown of a key.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
+    /// The key's file name in the key directory.
     pub name: String,
+    /// The key type, as OpenSSH names it (`ssh-ed25519`).
     pub algorithm: String,
+    /// The SHA-256 fingerprint (`SHA256:…`), as `ssh-keygen -l` prints it.
     pub fingerprint: String,
+    /// The public key's comment; keys made here start with [`MARK`].
     pub comment: String,
+    /// The `.pub` line to put in the remote's `authorized_keys`.
     pub public_key: String,
     /// Whether the private key is protected by a passphrase.
     pub encrypted: bool,
@@ -52,6 +62,7 @@ pub struct KeyInfo {
     pub has_old: bool,
 }
 
+/// The keys in one directory (`ssh.key_dir`); every change goes through it.
 pub struct KeyStore {
     dir: PathBuf,
 }
@@ -105,6 +116,7 @@ struct Managed {
 }
 
 impl KeyStore {
+    /// The store of `dir`; nothing is read until asked.
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
@@ -182,6 +194,7 @@ impl KeyStore {
         Ok(out)
     }
 
+    /// What may be shown of one key (never its private half).
     pub fn show(&self, name: &KeyName) -> Result<KeyInfo, KeyError> {
         self.info(name.as_str())
     }

@@ -1,5 +1,7 @@
 //! The allow-list of `config/show`: borgmatic's options known to be harmless, as
 //! one data table, and how each is shown. Everything not listed is masked.
+//!
+//! Plain data: imports nothing.
 
 /// How `config/show` treats one key's value. The default, for every key not named
 /// below (unknown keys included), is to mask it: a configuration is full of tokens

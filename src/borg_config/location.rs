@@ -1,5 +1,7 @@
 //! Where a repository lives, parsed from a borg repository path, and a printable
 //! form of it without credentials.
+//!
+//! Imports nothing of the crate (the sibling `redact` shortens other URLs).
 
 use std::path::PathBuf;
 
@@ -8,12 +10,17 @@ use super::redact::reduce_url;
 /// Where a repository lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
+    /// A path on this machine.
     Local(PathBuf),
     /// `ssh://[user@]host[:port]/path` or `[user@]host:path`.
     Ssh {
+        /// The SSH user, when the path names one.
         user: Option<String>,
+        /// Host name or address (IPv6 without brackets).
         host: String,
+        /// The SSH port (22 unless given).
         port: u16,
+        /// The repository's path on the host.
         path: String,
     },
     /// Anything else (e.g. `s3://`, which borg 2 may support).

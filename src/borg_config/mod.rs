@@ -25,20 +25,31 @@ mod tests;
 pub use location::{parse_location, Location};
 pub use ssh::ssh_identity_files;
 
+/// Why a borgmatic configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file, as given.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The file is not YAML.
     #[error("{path} is not valid YAML: {message}")]
-    Yaml { path: String, message: String },
+    Yaml {
+        /// The file, as given.
+        path: String,
+        /// The parser's complaint (line and column included).
+        message: String,
+    },
 }
 
 /// One parsed borgmatic configuration file.
 #[derive(Debug, Clone)]
 pub struct BorgmaticConfig {
+    /// The file it was read from.
     pub path: PathBuf,
     /// The YAML as JSON (borgmatic's YAML has no features JSON lacks).
     pub doc: Value,
@@ -47,13 +58,18 @@ pub struct BorgmaticConfig {
 /// One entry of `repositories:`.
 #[derive(Debug, Clone)]
 pub struct RepositoryEntry {
+    /// The repository's path or URL as written (`ssh://…`, `user@host:path`, a local path).
     pub path: String,
+    /// The entry's `label:`, when it has one.
     pub label: Option<String>,
+    /// The entry's `encryption:` mode, when given (the AIO check reads it).
     pub encryption: Option<String>,
+    /// Where the path points: local, or a host reached over SSH.
     pub location: Location,
 }
 
 impl BorgmaticConfig {
+    /// Reads and parses `path`; an empty file is an empty configuration.
     pub fn load(path: &Path) -> Result<BorgmaticConfig, ConfigFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
             path: path.display().to_string(),
@@ -102,6 +118,7 @@ impl BorgmaticConfig {
             .collect()
     }
 
+    /// A top-level option's value, when it is a string.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.doc.get(key).and_then(Value::as_str)
     }

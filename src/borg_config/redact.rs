@@ -1,5 +1,7 @@
 //! Applying the allow-list ([`super::allow_list`]) to a configuration: listed
 //! options follow their rule, every other value is masked with [`MASK`].
+//!
+//! Imports `redact::MASK` only.
 
 use serde_json::{Map, Value};
 

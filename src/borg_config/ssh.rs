@@ -1,5 +1,7 @@
 //! The SSH key files a borgmatic run may ask the passphrase of (for the askpass
 //! helper), from the configuration's `ssh_command`.
+//!
+//! Imports nothing of the crate.
 
 use std::path::{Path, PathBuf};
 

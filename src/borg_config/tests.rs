@@ -1,3 +1,8 @@
+//! Repository locations, the `config/show` redaction and the ssh identity files
+//! read from real-looking configurations.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 use crate::redact::MASK;
 

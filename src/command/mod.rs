@@ -31,11 +31,15 @@ impl From<FieldError> for ApiError {
 /// The envelope of a request: what every command shares, split from its own fields.
 #[derive(Debug)]
 pub struct Envelope {
+    /// The request's own id (`request_id`), echoed in the answer and used to drop duplicates.
     pub request_id: Option<RequestId>,
+    /// The token in the body (`token`); it wins over one presented outside the body.
     pub token: Option<String>,
     /// Per-request secrets, honoured only with `auth.allow_request_secrets`.
     pub borg_passphrase: Option<crate::domain::Secret>,
+    /// The SSH key passphrase for this request, honoured only with `auth.allow_request_secrets`.
     pub ssh_passphrase: Option<crate::domain::Secret>,
+    /// Everything else in the body: the command's own fields.
     pub fields: Map<String, Value>,
 }
 
@@ -43,7 +47,9 @@ pub struct Envelope {
 /// unauthenticated client cannot make the worker allocate more than this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLimits {
+    /// Largest request body, in bytes.
     pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects.
     pub max_depth: usize,
 }
 

@@ -1,4 +1,6 @@
 //! The envelope: ids, tokens and bounds checked before any command is parsed.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
 
 use super::*;
 

@@ -1,6 +1,9 @@
 //! Nextcloud All-in-One: `aio/backup`, `aio/healthcheck`, `aio/start`, `aio/stop`,
 //! and the AIO exclusion every AIO-touching job shares: AIO runs hold the `aio`
 //! lock and every AIO repository's lock, and are refused while AIO backs up itself.
+//!
+//! May import: `domain`, `borg_config`, `exec` (`docker_exec`, the exec policy),
+//! `jobs` (lock keys).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
 //! `archive/mount`, `archive/umount`.
+//!
+//! May import: `domain`, `exec::borgmatic`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -34,8 +36,10 @@ pub struct List {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArchiveSource {
+    /// The repository itself, through borgmatic.
     #[default]
     Repository,
+    /// AIO's own archive list, read from its mastercontainer.
     Aio,
 }
 

@@ -1,5 +1,7 @@
 //! `backup/run` (borgmatic `create`) and `backup/verify` (the restore drill), and
 //! what a backup's result means (see [`CommandName::is_backup`]).
+//!
+//! May import: `domain`, `exec` (`borgmatic`, `verify`), `jobs` (lock keys).
 
 use serde::Deserialize;
 

@@ -1,5 +1,7 @@
 //! borgmatic configurations: `config/list`, `config/show`, `config/validate`,
 //! `config/check-aio`.
+//!
+//! May import: `domain`, `borg_config`, `aio` (its checks), `exec::borgmatic`.
 
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! What a handler may touch ([`Ctx`]) and what it hands back ([`Outcome`]): an
 //! answer, or a job plan the service submits. Handlers never build a wire
 //! response and never submit a job themselves.
+//!
+//! May import: `domain`, `config`, `jobs`, `exec` (`borgmatic`, the exec policy,
+//! `roots`), `docker`, `borg_config`.
 
 use serde_json::Value;
 
@@ -21,11 +24,17 @@ pub(super) const AIO_LOCK: &str = "aio";
 
 /// Everything a handler may use, lent by the service for one request.
 pub struct Ctx<'a> {
+    /// The worker's settings.
     pub settings: &'a Settings,
+    /// The job engine: jobs to read or cancel (submitting one is the service's).
     pub engine: &'a JobEngine,
+    /// The borgmatic runner: repositories and the tasks that run borgmatic.
     pub borgmatic: &'a Borgmatic,
+    /// The Docker engine (containers, volumes, AIO).
     pub docker: &'a Engine,
+    /// What `container/exec` may run.
     pub policy: &'a ExecPolicy,
+    /// The audit trail, for `audit/list`.
     pub audit: &'a dyn AuditTrail,
     /// The caller's role (exec policy rules may need more than the command).
     pub role: Role,
@@ -52,10 +61,13 @@ pub enum Outcome {
 
 /// A job, ready to submit.
 pub struct JobPlan {
+    /// The command the job runs (its name in job records and topics).
     pub name: CommandName,
+    /// The repository it works on, if any.
     pub repository: Option<RepositoryLabel>,
     /// What it holds exclusively (`repo:<label>`, `aio`, `container:<name>`).
     pub locks: Vec<String>,
+    /// What runs when the job starts.
     pub task: Box<dyn Task>,
     /// Secret values of this job alone to scrub from its output.
     pub scrub: Vec<String>,
@@ -66,14 +78,18 @@ pub struct JobPlan {
 /// Secrets a request brought along (`auth.allow_request_secrets`).
 #[derive(Default)]
 pub struct RequestSecrets {
+    /// A repository passphrase for this request only.
     pub borg: Option<Secret>,
+    /// An SSH key passphrase for this request only.
     pub ssh: Option<Secret>,
 }
 
 impl RequestSecrets {
+    /// Whether the request brought no secret.
     pub fn is_empty(&self) -> bool {
         self.borg.is_none() && self.ssh.is_none()
     }
+    /// The secrets' values, to scrub from this job's output.
     pub fn values(&self) -> Vec<String> {
         [&self.borg, &self.ssh]
             .into_iter()

@@ -2,6 +2,8 @@
 //! `security/exec-policy`. Every exec goes through the exec policy with the
 //! caller's role; an exec in an AIO container excludes AIO backups and borgmatic
 //! jobs on AIO repositories exactly as `aio/backup` does.
+//!
+//! May import: `domain`, `docker`, `exec` (`docker_exec`, the exec policy, `deny`).
 
 use std::collections::BTreeMap;
 

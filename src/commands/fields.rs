@@ -1,5 +1,7 @@
 //! What every fields struct shares: parsing through serde, its own checks, the
 //! role and repository it implies, and its schema for the OpenAPI document.
+//!
+//! May import: `domain`.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -35,6 +37,7 @@ pub trait Fields: std::fmt::Debug {
 pub struct Schema(pub Value);
 
 impl Schema {
+    /// The schema as a JSON value.
     pub fn into_json(self) -> Value {
         self.0
     }

@@ -1,5 +1,7 @@
 //! The job views and the audit trail: `job/get`, `job/list`, `job/cancel`,
 //! `audit/list` (admin).
+//!
+//! May import: `domain`, `jobs`.
 
 use serde::Deserialize;
 use serde_json::json;

@@ -1,4 +1,6 @@
 //! Repository keys: `key/change-passphrase` (admin).
+//!
+//! May import: `domain`, `exec::borgmatic`.
 
 use serde::Deserialize;
 

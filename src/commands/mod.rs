@@ -40,7 +40,9 @@ use crate::domain::{RepositoryLabel, Role};
 /// Whether a command starts a job or answers at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Starts a job; the answer carries its `job_id`.
     Job,
+    /// Answers at once, with no job.
     Immediate,
 }
 
@@ -48,9 +50,10 @@ macro_rules! commands {
     ($($variant:ident => $name:literal, $role:ident, $kind:ident, $fields:ty, $handler:path;)*) => {
         /// Every command name of the v1 contract.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum CommandName { $($variant,)* }
+        pub enum CommandName { $(#[doc = concat!("`", $name, "`")] $variant,)* }
 
         impl CommandName {
+            /// Every command, in table order (the `info` list and the OpenAPI paths).
             pub const ALL: &'static [CommandName] = &[$(CommandName::$variant,)*];
 
             /// `group/action`, as in the topic and the HTTP path.
@@ -61,9 +64,11 @@ macro_rules! commands {
             pub fn role(self) -> Role {
                 match self { $(CommandName::$variant => Role::$role,)* }
             }
+            /// Whether it starts a job or answers at once.
             pub fn kind(self) -> Kind {
                 match self { $(CommandName::$variant => Kind::$kind,)* }
             }
+            /// The command named `group/action`; `None` for a name not in the contract.
             pub fn parse(s: &str) -> Option<CommandName> {
                 match s { $($name => Some(CommandName::$variant),)* _ => None }
             }
@@ -75,7 +80,7 @@ macro_rules! commands {
 
         /// A request that has passed every check that needs no state.
         #[derive(Debug, Clone, PartialEq, Eq)]
-        pub enum Command { $($variant($fields),)* }
+        pub enum Command { $(#[doc = concat!("`", $name, "` with its checked fields.")] $variant($fields),)* }
 
         impl Command {
             /// Builds the command named `name` from the request's own fields (the
@@ -84,6 +89,7 @@ macro_rules! commands {
                 let v = Value::Object(fields);
                 Ok(match name { $(CommandName::$variant => Command::$variant(fields::parse(v)?),)* })
             }
+            /// Which command this is.
             pub fn name(&self) -> CommandName {
                 match self { $(Command::$variant(_) => CommandName::$variant,)* }
             }

@@ -1,5 +1,7 @@
 //! Operator tools: `emergency/status`, `emergency/stop` (admin) and
 //! `net/tcp-check`. SSH keys are in [`super::ssh_key`].
+//!
+//! May import: `domain`, `borg_config`, `emergency`, `locks`, `exec::borgmatic`.
 
 use std::time::{Duration, Instant};
 

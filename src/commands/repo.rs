@@ -1,5 +1,7 @@
 //! Repositories: `repo/info`, `repo/check`, `repo/prune`, `repo/compact`,
 //! `repo/break-lock`, `repo/latest-stats`, `repo/lock-status`.
+//!
+//! May import: `domain`, `borg_config`, `locks`, `exec::borgmatic`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -12,17 +12,26 @@ use crate::domain::{JobId, RequestId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// No token, or one that is not configured.
     Unauthorized,
+    /// The token's role is too low for the command (or admin is not enabled).
     Forbidden,
+    /// The request could not be read, or a field or value is refused.
     Invalid,
+    /// No such repository or job.
     NotFound,
+    /// The repository already has an active job, or a queue is full.
     Busy,
+    /// The principal's quota for this class of command is used up.
     RateLimited,
+    /// Something the command needs is missing or stopping (Docker, FUSE, the store, shutdown).
     Unavailable,
+    /// A bug: the message says what failed.
     Internal,
 }
 
 impl ErrorCode {
+    /// The wire name (`not_found`, …), as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Unauthorized => "unauthorized",
@@ -56,12 +65,16 @@ impl ErrorCode {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
+    /// What kind of refusal this is; decides the HTTP status too.
     pub code: ErrorCode,
+    /// Shown to the client; scrubbed of secrets when the response is built.
     pub message: String,
+    /// Extra facts for the client, e.g. the `job_id` a `busy` refusal names.
     pub data: Option<Value>,
 }
 
 impl ApiError {
+    /// A refusal with `code` and a client-safe message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
@@ -69,42 +82,56 @@ impl ApiError {
             data: None,
         }
     }
+    /// An `invalid` refusal: the request's fields or values are wrong.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Invalid, message)
     }
+    /// Attaches data the client can act on (it becomes the response's `data`).
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = Some(data);
         self
     }
 }
 
+/// The `error` object of an error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// The error code.
     pub code: ErrorCode,
+    /// What went wrong, with configured secrets masked.
     pub message: String,
 }
 
+/// Whether a request was accepted (`ok`) or refused (`error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Accepted: `data` (and `job_id` for a job) hold the answer.
     Ok,
+    /// Refused: `error` says why.
     Error,
 }
 
 /// Exactly one of these answers every request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// `ok` or `error`.
     pub status: Status,
+    /// The request's own id, echoed so a client can match the answer; `null` when it had none.
     pub request_id: Option<RequestId>,
+    /// The job started by the request, if it started one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<JobId>,
+    /// The command's result, or facts about a refusal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// Why the request was refused; absent on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
 impl Response {
+    /// An accepted request's answer.
     pub fn ok(request_id: Option<RequestId>, job_id: Option<JobId>, data: Value) -> Self {
         Self {
             status: Status::Ok,
@@ -135,6 +162,7 @@ impl Response {
         self.error.as_ref().map(|e| e.code)
     }
 
+    /// The response as JSON bytes, ready to publish or send.
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising plain data cannot fail.
         serde_json::to_vec(self).unwrap_or_else(|_| b"{\"status\":\"error\"}".to_vec())

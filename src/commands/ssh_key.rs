@@ -1,5 +1,7 @@
 //! SSH keys for remote repositories: `ssh-key/list`, `ssh-key/show`,
 //! `ssh-key/create`, `ssh-key/rotate`, `ssh-key/delete` (admin) and `ssh-key/test`.
+//!
+//! May import: `domain`, `ssh_keys`, `askpass`, `exec` (`ssh`, `process`), `jobs`.
 
 use std::time::Duration;
 

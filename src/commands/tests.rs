@@ -1,4 +1,6 @@
 //! Parsing every command from the table: defaults, refusals, raised roles.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
 
 use serde_json::{json, Value};
 

@@ -1,4 +1,6 @@
 //! Figment's errors rewritten as [`Problem`]s that never quote a configured value.
+//!
+//! Imports `redact::quote_key` only.
 
 use super::guards::problem;
 use super::secret_files::is_secret_key;

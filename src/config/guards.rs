@@ -2,8 +2,8 @@
 //! configuration that can be seen without running anything, each as a [`Problem`]
 //! (the key, what is wrong, how to fix it).
 //!
-//! May import the value types it checks against (`command`'s labels and topic
-//! rules, the exec policy loader); nothing that runs.
+//! May import the `domain` rules it checks against (labels, the topic base); nothing
+//! that runs (the exec policy file is checked at preflight, not here).
 
 use std::fmt;
 
@@ -12,7 +12,9 @@ use super::{Settings, MIN_TOKEN_LEN};
 /// One thing wrong with the configuration: the key, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The dotted key (`auth.read_token`), or the section, that is wrong.
     pub key: String,
+    /// What is wrong and how to fix it; never quotes a secret value.
     pub message: String,
 }
 

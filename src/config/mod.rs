@@ -12,8 +12,8 @@
 //! - `guards`: [`Settings::problems`], the start-up checks.
 //! - `errors`: figment errors rewritten so that no value is quoted.
 //!
-//! Imports of the crate: `health` (its settings section), and in `guards` the value
-//! types it validates against (`command`, `exec::policy`).
+//! Imports of the crate: `domain` (`Secret`, and the rules `guards` checks against),
+//! `redact` (quoting keys in `errors`) and `health` (its settings section).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,17 +50,29 @@ pub const MIN_TOKEN_LEN: usize = 24;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
+    /// `[mqtt]`.
     pub mqtt: MqttSettings,
+    /// `[auth]`: the role tokens.
     pub auth: AuthSettings,
+    /// `[borgmatic]`.
     pub borgmatic: BorgmaticSettings,
+    /// `[http]`: the sidecar.
     pub http: HttpSettings,
+    /// The worker's own files: job store, audit trail, MQTT client id, run directories.
     pub state_dir: PathBuf,
+    /// `[docker]`.
     pub docker: DockerSettings,
+    /// `[log]`.
     pub log: LogSettings,
+    /// `[jobs]`.
     pub jobs: JobSettings,
+    /// `[limits]`: rates and request bounds.
     pub limits: LimitSettings,
+    /// `[audit]`: the audit trail's bounds.
     pub audit: AuditSettings,
+    /// `[ssh]`: the key directory.
     pub ssh: SshSettings,
+    /// `[homeassistant]`: MQTT discovery.
     pub homeassistant: HomeAssistantSettings,
     /// Repository health probes (see `health`).
     pub health: crate::health::HealthSettings,

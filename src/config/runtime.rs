@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
+    /// Read-role requests a principal may make per minute.
     pub read_per_minute: u32,
+    /// Write-role requests a principal may make per minute.
     pub write_per_minute: u32,
+    /// Admin-role requests a principal may make per minute.
     pub admin_per_minute: u32,
     /// Largest request body, checked before it is parsed (both transports).
     pub max_request_bytes: usize,
@@ -60,17 +63,22 @@ impl Default for AuditSettings {
     }
 }
 
+/// How the worker's own log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     #[default]
     Text,
+    /// One JSON object per line, for log collectors.
     Json,
 }
 
+/// `[log]`: the worker's own log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
+    /// Text or JSON lines.
     pub format: LogFormat,
     /// A tracing filter such as `info` or `borgmatic_mqtt=debug`.
     pub level: String,
@@ -85,6 +93,7 @@ impl Default for LogSettings {
     }
 }
 
+/// `[jobs]`: how many jobs run and wait, how long they may take and are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobSettings {

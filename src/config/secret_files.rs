@@ -2,6 +2,8 @@
 //! here, the list of configured secret values (for scrubbing output) comes from
 //! here, and [`is_secret_key`] tells the loader and the error rewriter which keys
 //! hold a secret.
+//!
+//! Imports nothing of the crate beyond its siblings.
 
 use std::path::PathBuf;
 

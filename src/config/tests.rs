@@ -1,3 +1,8 @@
+//! Loading settings: tokens, unknown keys, `_file` secrets, errors that quote no
+//! value, node ids, timeout keys.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 use figment::providers::Serialized;
 

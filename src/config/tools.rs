@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Secret;
 
+/// `[borgmatic]`: the program, its configurations, and where restores and mounts may go.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BorgmaticSettings {
+    /// One `<label>.yaml` per repository; a label names the file.
     pub config_dir: PathBuf,
+    /// The borgmatic program (looked up in `PATH` when not a path).
     pub binary: PathBuf,
     /// `archive/extract` destinations live below it.
     pub restore_root: PathBuf,
@@ -34,6 +37,8 @@ impl Default for BorgmaticSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SshSettings {
+    /// The directory of the keys `ssh-key/*` manages (shared with other files; see
+    /// [`crate::ssh_keys`]).
     pub key_dir: PathBuf,
 }
 
@@ -45,6 +50,7 @@ impl Default for SshSettings {
     }
 }
 
+/// `[docker]`: the Docker engine and Nextcloud AIO's names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DockerSettings {
@@ -75,26 +81,32 @@ impl Default for DockerSettings {
 }
 
 impl DockerSettings {
+    /// The AIO master container's name.
     pub fn mastercontainer(&self) -> String {
         format!("{}mastercontainer", self.aio_prefix)
     }
+    /// The AIO borgbackup container's name.
     pub fn borgbackup_container(&self) -> String {
         format!("{}borgbackup", self.aio_prefix)
     }
+    /// The prefix of AIO's volume names (`-` becomes `_`).
     pub fn volume_prefix(&self) -> String {
         self.aio_prefix.replace('-', "_")
     }
 }
 
+/// `[repositories.<label>]`: one repository's secrets, and whether AIO backs up into it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepositorySettings {
     /// The borg passphrase, handed to borgmatic only through `BORG_PASSPHRASE`.
     pub passphrase: Option<Secret>,
+    /// A file holding `passphrase`; set one of the two.
     pub passphrase_file: Option<PathBuf>,
     /// The passphrase of the SSH key used for this repository, given to ssh through
     /// the askpass helper.
     pub ssh_passphrase: Option<Secret>,
+    /// A file holding `ssh_passphrase`; set one of the two.
     pub ssh_passphrase_file: Option<PathBuf>,
     /// The repository Nextcloud AIO backs up into: `backup/run` and `aio/backup`
     /// never run at the same time on it.

@@ -8,17 +8,27 @@ use serde::{Deserialize, Serialize};
 
 use super::Secret;
 
+/// `[mqtt]`: the broker connection and the topic tree's root.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
+    /// The broker's host name or address.
     pub host: String,
+    /// The broker's port (1883; usually 8883 with TLS).
     pub port: u16,
+    /// Broker user name; no credentials are sent when unset.
     pub username: Option<String>,
+    /// Broker password (sent only with `username`).
     pub password: Option<Secret>,
+    /// A file holding `password` (e.g. a Docker secret); set one of the two.
     pub password_file: Option<PathBuf>,
+    /// Connect with TLS (needs `ca_file`).
     pub tls: bool,
+    /// PEM file of the CA the broker's certificate is checked against.
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for brokers that want one (with `client_key_file`).
     pub client_cert_file: Option<PathBuf>,
+    /// PEM key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
     /// Defaults to `borgmatic/<node_id>`.
     pub base_topic: Option<String>,
@@ -60,19 +70,27 @@ impl Default for MqttSettings {
     }
 }
 
+/// `[auth]`: the tokens of the three roles (read < write < admin).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
+    /// Token of the read role (lists, info, state).
     pub read_token: Option<Secret>,
+    /// A file holding `read_token`; set one of the two.
     pub read_token_file: Option<PathBuf>,
+    /// Token of the write role (backups, restores, and every read command).
     pub write_token: Option<Secret>,
+    /// A file holding `write_token`; set one of the two.
     pub write_token_file: Option<PathBuf>,
+    /// Token of the admin role; admin commands are refused while it is unset.
     pub admin_token: Option<Secret>,
+    /// A file holding `admin_token`; set one of the two.
     pub admin_token_file: Option<PathBuf>,
     /// Accept `borg_passphrase` / `ssh_passphrase` in requests.
     pub allow_request_secrets: bool,
 }
 
+/// `[http]`: the HTTP sidecar (REST mirror, event stream, health, metrics).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
@@ -80,6 +98,7 @@ pub struct HttpSettings {
     pub listen: String,
     /// When set, every API request must carry `X-From-NodeRed: <value>`.
     pub from_header: Option<Secret>,
+    /// A file holding `from_header`; set one of the two.
     pub from_header_file: Option<PathBuf>,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,

@@ -1,4 +1,6 @@
 //! An archive's name, in the form borgmatic hands it to borg.
+//!
+//! Imports nothing outside `domain`.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,7 @@ use super::{argv_safe, quote, FieldError};
 pub struct ArchiveName(String);
 
 impl ArchiveName {
+    /// The name, if it is one (never a pattern, never an option).
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let pattern_prefix = s.split_once(':').is_some_and(|(p, _)| {
             (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_lowercase())
@@ -32,9 +35,11 @@ impl ArchiveName {
         }
         Ok(Self(s.to_string()))
     }
+    /// `latest`: borgmatic's name for the newest archive.
     pub fn latest() -> Self {
         Self("latest".into())
     }
+    /// The name as borgmatic receives it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

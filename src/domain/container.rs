@@ -1,5 +1,7 @@
 //! What a `container/exec` names: a container and the argv and environment to run.
 //! (Which argv may run is the exec policy's decision, not these types'.)
+//!
+//! Imports nothing outside `domain`.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,7 @@ use super::{argv_safe, printable, quote, FieldError};
 pub struct ContainerName(String);
 
 impl ContainerName {
+    /// The name, if Docker would accept it.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok = !s.is_empty()
             && s.len() <= 128
@@ -27,6 +30,7 @@ impl ContainerName {
         }
         Ok(Self(s.to_string()))
     }
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -40,6 +44,7 @@ super::string_newtype_conversions!(ContainerName);
 pub struct ExecArgv(Vec<String>);
 
 impl ExecArgv {
+    /// The arguments, in order; the first is the program.
     pub fn as_slice(&self) -> &[String] {
         &self.0
     }

@@ -1,4 +1,6 @@
 //! Why a field value was refused.
+//!
+//! Imports nothing outside `domain`.
 
 /// Becomes an `invalid` answer naming the field. Its text quotes a client value
 /// only through [`super::quote`].

@@ -1,4 +1,6 @@
 //! Identifiers: a client's request id and the worker's job id.
+//!
+//! Imports nothing outside `domain`.
 
 use std::fmt;
 
@@ -12,6 +14,7 @@ use super::{quote, FieldError};
 pub struct RequestId(String);
 
 impl RequestId {
+    /// The id, if it is 1 to 64 printable ASCII characters.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
             return Err(FieldError(
@@ -20,6 +23,7 @@ impl RequestId {
         }
         Ok(Self(s.to_string()))
     }
+    /// The id as the client sent it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -33,9 +37,11 @@ super::string_newtype_conversions!(RequestId);
 pub struct JobId(uuid::Uuid);
 
 impl JobId {
+    /// A fresh id (UUID v7: later jobs sort after earlier ones).
     pub fn new() -> Self {
         Self(uuid::Uuid::now_v7())
     }
+    /// The id, if `s` is a UUID.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         uuid::Uuid::parse_str(s)
             .map(Self)

@@ -1,4 +1,6 @@
 //! The spec's job states.
+//!
+//! Imports nothing outside `domain`.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,12 +8,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Accepted, waiting for a free slot and its locks.
     Queued,
+    /// Its task runs.
     Running,
+    /// Done, and everything asked was done.
     Succeeded,
+    /// Done, but borg warned or part of the work was left out (`error` says what); never a success.
     Warning,
+    /// A non-zero exit, an error, or the timeout passed.
     Failed,
+    /// Ended by `job/cancel` (or `emergency/stop`).
     Cancelled,
+    /// The worker stopped or died while it ran; set at the next start.
     Interrupted,
 }
 
@@ -20,6 +29,7 @@ impl JobState {
     pub fn is_final(self) -> bool {
         !matches!(self, JobState::Queued | JobState::Running)
     }
+    /// The wire name, as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",

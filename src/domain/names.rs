@@ -1,5 +1,7 @@
 //! Names that select a configured thing: a repository label, an SSH key file, a
 //! host. Each is checked in the form in which it is finally used.
+//!
+//! Imports nothing outside `domain`.
 
 use std::fmt;
 
@@ -15,6 +17,7 @@ use super::{quote, FieldError};
 pub struct RepositoryLabel(String);
 
 impl RepositoryLabel {
+    /// The label, if it is one; the error says which rule it breaks.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok_chars = s
             .chars()
@@ -27,6 +30,7 @@ impl RepositoryLabel {
         }
         Ok(Self(s.to_string()))
     }
+    /// The label as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -59,6 +63,7 @@ const NOT_KEY_NAMES: &[&str] = &[
 pub struct KeyName(String);
 
 impl KeyName {
+    /// The key name, if it is one; the error says which rule it breaks.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let label = RepositoryLabel::parse(s).map_err(|_| {
             FieldError(format!(
@@ -74,6 +79,7 @@ impl KeyName {
         }
         Ok(Self(label.0))
     }
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -85,6 +91,7 @@ impl KeyName {
 pub struct HostName(String);
 
 impl HostName {
+    /// The host, if it looks like a host name or an IP address (IPv6 brackets removed).
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         // The final form is the address without IPv6 brackets: that is what is
         // compared and quoted, so that is what is checked.
@@ -106,6 +113,7 @@ impl HostName {
         }
         Ok(Self(host.to_string()))
     }
+    /// The host without brackets: what is compared and quoted.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -1,4 +1,6 @@
 //! A new borg or SSH key passphrase chosen by a client.
+//!
+//! Imports nothing outside `domain`.
 
 use serde::Deserialize;
 
@@ -10,6 +12,7 @@ use super::{FieldError, Secret};
 pub struct NewPassphrase(Secret);
 
 impl NewPassphrase {
+    /// The passphrase, to hand to borg through the environment only.
     pub fn secret(&self) -> &Secret {
         &self.0
     }

@@ -1,4 +1,6 @@
 //! Paths a client names: inside an archive, or below one of the worker's roots.
+//!
+//! Imports nothing outside `domain`.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +15,7 @@ use super::{argv_safe, printable, quote, FieldError};
 pub struct ArchivePath(String);
 
 impl ArchivePath {
+    /// The path in its final form (leading and trailing `/` removed), if it is one.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let normal = s.trim_start_matches('/').trim_end_matches('/');
         let ok = !normal.is_empty()
@@ -30,6 +33,7 @@ impl ArchivePath {
         }
         Ok(Self(normal.to_string()))
     }
+    /// The path as borg receives it.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -47,6 +51,7 @@ impl ArchivePath {
 pub struct SubPath(String);
 
 impl SubPath {
+    /// The path, if it has only plain components and no shell syntax.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         // No shell ever sees it, but no restore needs shell syntax in a path either:
         // refusing it makes a confused or hostile request obvious.
@@ -66,6 +71,7 @@ impl SubPath {
         }
         Ok(Self(s.to_string()))
     }
+    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

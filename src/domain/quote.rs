@@ -3,6 +3,8 @@
 //!
 //! The domain imports nothing of the crate, so it cannot ask `redact` which values
 //! are secret: `redact::register` installs a probe here instead.
+//!
+//! Imports nothing outside `domain`.
 
 use std::sync::OnceLock;
 

@@ -1,4 +1,6 @@
 //! A secret value that never prints itself.
+//!
+//! Imports nothing outside `domain`.
 
 use std::fmt;
 

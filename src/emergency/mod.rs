@@ -3,7 +3,8 @@
 //! files, with whether the holder is a process of this worker), AIO containers.
 //!
 //! This module holds the views (what is stuck, and how bad); `stop` ends it.
-//! Imports: `jobs`, `locks`, `exec::process` and `exec::docker_exec`; no transport.
+//! Imports: `domain`, `jobs`, `locks`, `docker`, `exec::process` and
+//! `exec::docker_exec`; no transport.
 
 use std::path::Path;
 
@@ -19,8 +20,11 @@ pub use stop::{AioStart, EmergencyStop, LockTarget};
 /// One FUSE mount below the mount root.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mount {
+    /// Where it is mounted (mountinfo's escapes undone).
     pub mount_point: String,
+    /// The file system type (`fuse`, `fuse.borgfs`, …).
     pub fstype: String,
+    /// What is mounted, as the kernel names it.
     pub source: String,
 }
 
@@ -100,8 +104,11 @@ pub fn is_ours(pid: u32) -> bool {
 /// A held lock as the emergency view reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldLock {
+    /// The repository's label.
     pub repository: String,
+    /// Where the repository lives, without credentials.
     pub location: String,
+    /// The lock and its holders, from borg's lock files.
     pub lock: LockStatus,
     /// Some holder is alive and a process of this worker (a job holds it).
     pub held_by_us: bool,
@@ -111,8 +118,11 @@ pub struct HeldLock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// Nothing is stuck.
     Normal,
+    /// Something needs a look (a lock held elsewhere, a mount, queued jobs).
     Warning,
+    /// Something blocks backups (a stale lock, AIO's master container down).
     Critical,
 }
 

@@ -1,6 +1,8 @@
 //! `emergency/stop` as a job: cancel every other job, unmount borg's FUSE mounts,
 //! break locks no live process of this worker holds, and start Nextcloud AIO
 //! again when asked; every step reported, safe to run twice.
+//!
+//! May import: `domain`, `jobs`, `locks`, `docker`, `exec` (`process`, `docker_exec`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,26 +18,37 @@ use crate::jobs::{
 
 /// One repository whose lock `emergency/stop` may break.
 pub struct LockTarget {
+    /// The repository's label, as reported.
     pub repository: String,
+    /// The `borgmatic break-lock` run for it.
     pub break_lock: ProcessSpec,
+    /// The repository's local path, whose lock files tell who holds the lock.
     pub repo_path: PathBuf,
 }
 
 /// An exec that starts Nextcloud AIO again (already allowed by the policy).
 pub struct AioStart {
+    /// The Docker engine the exec goes through.
     pub engine: crate::docker::Engine,
+    /// The AIO master container.
     pub container: String,
+    /// The command run in it.
     pub argv: Vec<String>,
+    /// Its environment, as the policy allowed it.
     pub env: Vec<(String, String)>,
 }
 
 /// `emergency/stop` as a job: every step reported, safe to run twice.
 pub struct EmergencyStop {
+    /// The engine whose other jobs are cancelled.
     pub engine: JobEngine,
+    /// Every FUSE mount below it is unmounted.
     pub mount_root: PathBuf,
+    /// The repositories whose locks may be broken.
     pub locks: Vec<LockTarget>,
     /// The AIO start, when asked for.
     pub restart_aio: Option<AioStart>,
+    /// How long cancelled jobs get to end before the stop goes on.
     pub grace: Duration,
 }
 

@@ -2,6 +2,8 @@
 //! parser accepts, the argv element made from it cannot be read as an option and
 //! stays in its slot (one element, no NUL, no newline, no other control
 //! character), in the form the next program hands on.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
 
 use std::ffi::OsString;
 

@@ -21,20 +21,26 @@ use crate::jobs::{BoxFuture, JobState, Stream, Task, TaskContext, TaskOutcome};
 /// After the script, wait this long for AIO to start its borgbackup container.
 #[derive(Debug, Clone)]
 pub struct Follow {
+    /// The container to follow (AIO's borgbackup container).
     pub container: String,
+    /// How long it may take to start before the backup counts as failed.
     pub start_grace: Duration,
 }
 
 /// One exec, already allowed by the policy.
 pub struct ExecTask {
+    /// The engine the exec runs through.
     pub engine: Engine,
     /// The container's name, as the job's data and log show it.
     pub container: String,
     /// What the exec is created in: the id the policy check resolved the name to
     /// (so a rename in between cannot redirect it), or the name itself.
     pub target: String,
+    /// The command and its arguments, as the policy allowed them (no shell).
     pub argv: Vec<String>,
+    /// Environment of the exec, exact values the policy allowed.
     pub env: Vec<(String, String)>,
+    /// A container whose exit decides the outcome instead of the exec's (AIO backups).
     pub follow: Option<Follow>,
 }
 

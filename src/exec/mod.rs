@@ -1,8 +1,10 @@
 //! Executors: what actually runs a job. They implement the engine's `Task` and
 //! know nothing about transports.
 //!
-//! Each executor may import `command` (value types), `config`, `jobs` (the `Task`
-//! interface) and its siblings; none imports `mqtt`, `http` or `service`.
+//! Each executor may import `domain` (value types), `config`, `jobs` (the `Task`
+//! interface) and its siblings; besides, the borgmatic executor imports `askpass`
+//! and `borg_config` (ssh keys), `docker_exec` imports `docker`, and the exec policy
+//! `redact` (quoting). None imports `command`, `mqtt`, `http` or `service`.
 
 pub mod borgmatic;
 pub mod borgmatic_log;

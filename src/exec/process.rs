@@ -1,6 +1,9 @@
 //! Runs one child process in its own process group, streams its output as lines,
 //! and ends it cleanly on cancellation: SIGTERM to the whole group (borgmatic and the
 //! borg it started), SIGKILL after the grace period.
+//!
+//! May import: `config::Secret`, `jobs` (line splitting, pacing, process-group
+//! supervision).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,11 +24,15 @@ pub const MAX_CAPTURE_BYTES: usize = 256 * 1024 * 1024;
 
 /// What to run. Arguments come only from typed values; secrets only through `env`.
 pub struct ProcessSpec {
+    /// The program; a bare name is looked up in `PATH`.
     pub program: PathBuf,
+    /// Its arguments, each one element (no shell ever parses them).
     pub args: Vec<OsString>,
+    /// Environment added for the child; the only way a secret reaches it.
     pub env: Vec<(String, Secret)>,
     /// Keep stdout for parsing instead of logging it line by line.
     pub capture_stdout: bool,
+    /// Time between SIGTERM and SIGKILL when the job is cancelled.
     pub kill_grace: Duration,
 }
 
@@ -34,16 +41,22 @@ pub struct ProcessSpec {
 pub struct ProcessOutput {
     /// The exit code, or `128 + signal` when a signal ended it.
     pub exit_code: i32,
+    /// Standard output when `capture_stdout` was set (at most [`MAX_CAPTURE_BYTES`]); else empty.
     pub stdout: Vec<u8>,
 }
 
+/// Why a process could not be run to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
+    /// The program could not be started (missing, not executable, …).
     #[error("cannot start {program}: {source}")]
     Spawn {
+        /// The program, as given.
         program: String,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// Waiting for the started process failed.
     #[error("waiting for the process failed: {0}")]
     Wait(std::io::Error),
 }

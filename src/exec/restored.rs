@@ -6,7 +6,7 @@
 //! extracted with the archive's own listing (`borgmatic list --json`: `uid`, `gid`,
 //! `user`, `group`, `mode` per item) and reports every difference.
 //!
-//! Imports `command`'s value types only.
+//! Imports `domain` value types only.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -35,15 +35,19 @@ struct Item {
 /// The outcome of the comparison.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Unrestored {
+    /// Extracted files compared with the archive's listing.
     pub checked: u64,
     /// Files with any difference (owner, mode or both).
     pub files: u64,
+    /// Files whose owner (uid or gid) did not come back.
     pub owners: u64,
+    /// Files whose mode did not come back.
     pub modes: u64,
     first: Vec<Value>,
 }
 
 impl Unrestored {
+    /// Whether any owner or mode did not come back (the extract is then `partial`).
     pub fn any(&self) -> bool {
         self.owners + self.modes > 0
     }

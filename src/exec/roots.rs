@@ -11,7 +11,7 @@
 //! hands borgmatic the path of the directory it holds open ([`Pinned::arg_path`]),
 //! so even a rename after the check cannot redirect the write.
 //!
-//! Imports `command`'s value types only.
+//! Imports `domain` value types only.
 
 use std::path::{Path, PathBuf};
 
@@ -19,16 +19,25 @@ use cap_std::fs::Dir;
 
 use crate::domain::SubPath;
 
+/// Why a client's directory is refused; each message is safe to show a client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RootError {
+    /// The configured root itself is missing.
     #[error("{0} does not exist; create it or configure another root")]
     MissingRoot(String),
+    /// The path would leave the root or pass through a symbolic link.
     #[error(
         "{0} leaves the configured root or passes through a symbolic link; refused (confinement)"
     )]
     Escapes(String),
+    /// The directory could not be created below the root.
     #[error("cannot create {path}: {reason}")]
-    Create { path: String, reason: String },
+    Create {
+        /// The directory that was to be created.
+        path: String,
+        /// The operating system's error.
+        reason: String,
+    },
 }
 
 /// A directory below a root, named by a client and checked; re-checked with

@@ -36,6 +36,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The wire name used in results and metrics (`permission_denied`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::PermissionDenied => "permission_denied",
@@ -62,12 +63,18 @@ impl Reason {
 pub enum FileIssue {
     /// Not in the archive.
     Skipped {
+        /// The file's path as borg printed it.
         path: String,
+        /// Why borg could not read it.
         reason: Reason,
+        /// borg's own words (`open: [Errno 13] Permission denied: …`).
         error: String,
     },
     /// In the archive, but changed while borg read it (`status C`).
-    Changed { path: String },
+    Changed {
+        /// The file's path as borg printed it.
+        path: String,
+    },
 }
 
 /// Reads one output line of `borgmatic create` (a `--log-json` record or plain
@@ -197,6 +204,7 @@ pub struct Skipped {
 }
 
 impl Skipped {
+    /// Counts one issue, keeping the first few paths.
     pub fn add(&mut self, issue: FileIssue) {
         match issue {
             FileIssue::Skipped {

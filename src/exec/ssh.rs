@@ -28,6 +28,7 @@ fn plain(s: &str) -> bool {
 }
 
 impl SshDestination {
+    /// The destination, if `user` and `host` cannot be taken for ssh options.
     pub fn new(user: Option<&str>, host: &str) -> Result<Self, SshArgError> {
         if !plain(host) {
             return Err(SshArgError("the host"));
@@ -53,6 +54,7 @@ pub struct SshProbe {
 }
 
 impl SshProbe {
+    /// The probe, if both paths are absolute; `askpass` lets ssh ask for the key passphrase.
     pub fn new(
         key: &Path,
         port: u16,
@@ -76,6 +78,7 @@ impl SshProbe {
         })
     }
 
+    /// The arguments after `ssh`: the key alone, no password prompts, the destination after `--`.
     pub fn argv(&self) -> Vec<OsString> {
         let mut known = OsString::from("UserKnownHostsFile=");
         known.push(self.known_hosts.as_os_str());

@@ -1,3 +1,9 @@
+//! Every kind of trouble (an old newest archive, a partial backup, a failed
+//! verification, an unreadable repository or one with no archive) is a problem with
+//! its reason.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 use crate::jobs::JobRecord;
 

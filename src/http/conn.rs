@@ -11,6 +11,8 @@
 //!
 //! [`connection_cap`] sizes `max_connections` so that the connections plus
 //! `http.fd_reserve` fit the process's open-file limit.
+//!
+//! Imports `config::HttpSettings` only.
 
 use std::io;
 use std::net::SocketAddr;

@@ -5,6 +5,8 @@
 //! arrive meanwhile share its answer (single-flight); a probe's answer is then
 //! reused for a while. Sixty concurrent `/readyz` used to start sixty
 //! `borgmatic --version`.
+//!
+//! May import: `auth`, `exec::borgmatic` (the version probe), `metrics` (rendering).
 
 use std::future::Future;
 use std::sync::Mutex;

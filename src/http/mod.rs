@@ -5,6 +5,9 @@
 //! Like the MQTT adapter it only translates: every command goes through
 //! [`Service::handle`], so roles, rate limits, deduplication and the audit trail are
 //! the same on both transports.
+//!
+//! May import: `service`, `command`, `auth`, `config`, `jobs`, `metrics`, `exec`
+//! (the readiness probe) and `mqtt` (the link's state).
 
 mod conn;
 mod health;
@@ -52,10 +55,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The request pipeline every API route ends in.
     pub service: Arc<Service>,
+    /// The worker's settings (`[http]` above all).
     pub settings: Arc<Settings>,
+    /// The MQTT link's state, for `/readyz`; `None` counts as not connected.
     pub mqtt: Option<Arc<MqttStatus>>,
+    /// The Prometheus recorder `/metrics` renders; `None` answers 503.
     pub metrics: Option<PrometheusHandle>,
+    /// Fires when the worker shuts down: event streams end, the server stops.
     pub shutdown: CancellationToken,
     readiness: Arc<health::Readiness>,
     /// One permit per open event stream (`http.max_event_streams`).
@@ -63,6 +71,7 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The shared state; the event-stream permits come from `http.max_event_streams`.
     pub fn new(
         service: Arc<Service>,
         settings: Arc<Settings>,

@@ -2,6 +2,8 @@
 //! backlog, so no line falls between the two; event ids are log seqs and
 //! `Last-Event-ID` resumes after one. Lines a slow client missed are refilled from
 //! the job's buffer; a `lagged` event says which seqs are gone for good.
+//!
+//! May import: `auth`, `command`, `jobs` (events and log buffers).
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //!   than [`HIGH_WATER`] lines behind, tasks stop reading their child's output until
 //!   it catches up to [`LOW_WATER`]; the child then blocks on its pipe, as it would
 //!   writing to a slow terminal. Memory stays bounded and no line is dropped.
+//!
+//! May import: `domain`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

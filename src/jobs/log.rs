@@ -1,5 +1,7 @@
 //! Job output: splitting a byte stream into lines (carriage-return progress included)
 //! and the bounded per-job buffer whose `seq` never resets.
+//!
+//! May import: `domain`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,16 +17,23 @@ use crate::domain::JobId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
+    /// The process's standard output.
     Stdout,
+    /// The process's standard error (borgmatic logs here).
     Stderr,
 }
 
 /// One published log line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
+    /// The line's number in its job, from 1 with no gaps (a client resumes after the
+    /// last one it saw).
     pub seq: u64,
+    /// When the line was read.
     pub ts: DateTime<Utc>,
+    /// Which pipe it came from.
     pub stream: Stream,
+    /// The text, scrubbed of secrets, without its line ending.
     pub line: String,
 }
 
@@ -75,13 +84,16 @@ impl LineSplitter {
 /// A log line as it goes out, shared by the job's buffer and every listener.
 #[derive(Debug)]
 pub struct PublishedLine {
+    /// The job the line belongs to.
     pub job_id: JobId,
+    /// The line itself.
     pub line: LogLine,
     /// `line` as JSON, the wire form of both transports, rendered once.
     pub json: Bytes,
 }
 
 impl PublishedLine {
+    /// Renders the JSON once; every listener shares the result.
     pub fn new(job_id: JobId, line: LogLine) -> Arc<Self> {
         let json = Bytes::from(serde_json::to_vec(&line).unwrap_or_default());
         Arc::new(Self { job_id, line, json })
@@ -99,6 +111,7 @@ pub struct LogBuffer {
 }
 
 impl LogBuffer {
+    /// An empty buffer keeping the last `cap` lines (at least one); seqs start at 1.
     pub fn new(job_id: JobId, cap: usize) -> Self {
         Self {
             job_id,

@@ -5,6 +5,8 @@
 //! borgmatic or Docker (they are tasks). Rules it enforces: one active job per
 //! repository, at most `jobs.max_concurrent` running (the rest queue), a timeout per
 //! job, cancellation that lets the task end its process cleanly, durable records.
+//!
+//! Imports of the crate: `domain`, `config` and `redact` only.
 
 mod engine;
 pub mod events;
@@ -34,6 +36,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Work the engine can run as a job. The task reports lines through the context and
 /// must end soon after the context's cancellation token fires.
 pub trait Task: Send + 'static {
+    /// Does the work, reporting lines and progress through `ctx`; returns how it ended.
     fn run(self: Box<Self>, ctx: TaskContext) -> BoxFuture<TaskOutcome>;
 }
 
@@ -42,13 +45,16 @@ pub trait Task: Send + 'static {
 pub struct TaskOutcome {
     /// `Succeeded`, `Warning` or `Failed`.
     pub state: JobState,
+    /// The exit code of the process that decided the outcome, if one did.
     pub exit_code: Option<i32>,
+    /// The job's result data (the `data` of its result message).
     pub data: Option<Value>,
     /// Why it failed, in words a user can act on.
     pub error: Option<String>,
 }
 
 impl TaskOutcome {
+    /// A failure whose reason is `error` (no exit code, no data).
     pub fn failed(error: impl Into<String>) -> Self {
         Self {
             state: JobState::Failed,

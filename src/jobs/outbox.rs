@@ -15,10 +15,15 @@ use super::store::{Store, StoreError};
 /// One kept message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
+    /// Where the message goes.
     pub topic: String,
+    /// The message body; empty for a cleared retained topic.
     pub payload: Vec<u8>,
+    /// Published retained (kept after its acknowledgement, re-sent after a reconnect).
     pub retain: bool,
+    /// Orders the puts of one topic; an acknowledgement names the version it is for.
     pub version: i64,
+    /// The broker acknowledged this version.
     pub acked: bool,
 }
 

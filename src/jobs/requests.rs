@@ -12,8 +12,11 @@ use super::store::{Store, StoreError};
 /// keep) and when it was answered (Unix seconds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredRequest {
+    /// The body's keyed hash: a repeated id with another body is refused.
     pub body: u64,
+    /// The answer given, as JSON; `None` when it was too large to keep.
     pub answer: Option<String>,
+    /// When it was answered (Unix seconds).
     pub at: i64,
 }
 
@@ -43,6 +46,7 @@ impl Store {
         })
     }
 
+    /// The remembered request under `key`, if any.
     pub fn request_get(&self, key: &str) -> Result<Option<StoredRequest>, StoreError> {
         self.with(|c| {
             Ok(c.query_row(

@@ -1,6 +1,8 @@
 //! The `jobs.max_concurrent` running slots, handed out by priority: a queued write or
 //! admin job starts before any queued read job, so a flood of read jobs cannot keep a
 //! backup waiting. FIFO within a priority. (tokio's `Semaphore` is FIFO only.)
+//!
+//! Imports nothing of the crate.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

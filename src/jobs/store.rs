@@ -2,6 +2,8 @@
 //! history and can mark what was running as `interrupted`.
 //!
 //! Calls are blocking and short; the engine runs them on the blocking pool.
+//!
+//! May import: `domain`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,14 +16,19 @@ use super::log::LogLine;
 use super::record::{JobRecord, JobState};
 use crate::domain::JobId;
 
+/// Why the job store could not read or write; every one is logged and counted.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// SQLite refused (locked, corrupt, I/O).
     #[error("job store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A stored record or result is not the JSON it should be.
     #[error("job store: bad record: {0}")]
     Json(#[from] serde_json::Error),
+    /// A thread panicked while holding the connection.
     #[error("job store: lock poisoned")]
     Poisoned,
+    /// The disk holding `state_dir` is full or read-only, in words an operator acts on.
     #[error("job store: {0}")]
     Disk(String),
 }
@@ -199,6 +206,7 @@ impl Store {
         Ok(changed)
     }
 
+    /// Forgets a job: its record, result and log lines.
     pub fn delete(&self, job_id: JobId) -> Result<(), StoreError> {
         let id = job_id.to_string();
         self.with(|c| {

@@ -3,7 +3,7 @@
 //! so that a worker killed without a chance to end its children finds them at the
 //! next start ([`end_orphans`]) and ends them before it accepts work. The start
 //! time is checked before any signal: a reused process id is never signalled.
-//! May import: the store; `nix` for signals.
+//! May import: the store, `domain`; `nix` for signals.
 
 use std::time::Duration;
 

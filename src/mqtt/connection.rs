@@ -5,7 +5,8 @@
 //! `online`, `info`, Home Assistant discovery, every kept retained message and the
 //! results not yet acknowledged). On errors it backs off exponentially up to
 //! `mqtt.reconnect_max_secs` (rumqttc itself would retry at once, forever).
-//! May import: `outbox`, `outgoing`, `dispatch`, `ha`, `topics`, `service`.
+//! May import: `outbox`, `outgoing`, `dispatch`, `ha`, `topics` (it reaches the
+//! service through `dispatch`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub struct MqttStatus {
 }
 
 impl MqttStatus {
+    /// Whether the broker connection is up now.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }

@@ -2,7 +2,8 @@
 //! birth message and button presses. Requests are handled concurrently, at most
 //! `limits.max_in_flight` at once, so one slow command never delays another; a few
 //! more wait in a short queue, beyond it they are `busy`.
-//! May import: `service`, `commands` (the button presses), `outgoing`, `topics`,
+//! May import: `service`, `command`, `commands` (the button presses), `auth`
+//! (reading a bearer token), `metrics` (counting refusals), `outgoing`, `topics`,
 //! `ha`, `summary`.
 
 use std::sync::Arc;

@@ -6,7 +6,8 @@
 //! sends can make the worker send a packet the broker would reject.
 //!
 //! This module owns the adapter's lifetime (start, stop accepting, shutdown).
-//! May import: its submodules, `service`, `jobs`, `config`.
+//! May import: its submodules, `service`, `command`, `jobs`, `config`, `auth` and
+//! `metrics`.
 
 mod connection;
 pub mod discovery;
@@ -57,6 +58,7 @@ pub struct Mqtt {
     stop_dispatch: CancellationToken,
     stop_publisher: CancellationToken,
     stop_connection: CancellationToken,
+    /// The link's state, shared with the HTTP sidecar's `/readyz`.
     pub status: Arc<MqttStatus>,
 }
 
@@ -156,6 +158,7 @@ impl Mqtt {
         }
     }
 
+    /// The topics of this worker.
     pub fn topics(&self) -> &Topics {
         &self.topics
     }

@@ -1,4 +1,6 @@
 //! Connection options: credentials, TLS, Last Will, packet size.
+//!
+//! Imports `config` only.
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! connection on an oversize packet: the broker would drop the worker, and whatever
 //! was in flight with it. Callers decide what to send instead (a small error answer,
 //! a result without its data) or log and skip.
+//!
+//! Imports nothing of the crate.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,8 @@
 //! so a response or a state is never queued behind more than that many lines.
 //! While the broker is away, log lines are dropped (they stay readable over HTTP and
 //! `job/log`) so an outage never stalls a backup; kept messages are republished on
-//! the reconnect. May import: `outbox`, `outgoing`, `summary`, `topics`, `jobs`.
+//! the reconnect. May import: `outbox`, `outgoing`, `summary`, `topics`, `jobs`,
+//! `command`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

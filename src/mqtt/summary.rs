@@ -4,6 +4,8 @@
 //! A summary carries a `result` word besides the job's `state`, so that a backup
 //! that left files out (`partial`) can never read as a success to a client that
 //! only looks at one field.
+//!
+//! May import: `jobs`.
 
 use serde_json::{json, Value};
 

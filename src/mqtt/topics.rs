@@ -1,4 +1,6 @@
 //! Every topic of the contract, built and parsed here and nowhere else.
+//!
+//! Imports `command` (`JobId`) only.
 
 use crate::command::JobId;
 
@@ -33,9 +35,11 @@ pub struct Topics {
 }
 
 impl Topics {
+    /// The topics under `base` (validated by the settings; taken as is here).
     pub fn new(base: impl Into<String>) -> Self {
         Self { base: base.into() }
     }
+    /// The base prefix itself.
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -43,6 +47,7 @@ impl Topics {
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
     }
+    /// Retained: what the worker announces about itself ([`crate::service::Info`]).
     pub fn info(&self) -> String {
         format!("{}/info", self.base)
     }
@@ -65,6 +70,7 @@ impl Topics {
     pub fn command_suffix<'a>(&self, topic: &'a str) -> Option<&'a str> {
         topic.strip_prefix(&self.base)?.strip_prefix("/cmd/")
     }
+    /// Where the answer to `command` goes (`<base>/response/<group>/<action>`).
     pub fn response(&self, command: &str) -> String {
         format!("{}/response/{command}", self.base)
     }
@@ -78,12 +84,15 @@ impl Topics {
                 !r.is_empty() && r.len() <= MAX_RESPONSE_SUFFIX && !r.contains(['#', '+', '\0'])
             })
     }
+    /// Retained: the job's record, cleared when the job is forgotten.
     pub fn job_state(&self, id: JobId) -> String {
         format!("{}/jobs/{id}/state", self.base)
     }
+    /// The job's log lines, one message each.
     pub fn job_log(&self, id: JobId) -> String {
         format!("{}/jobs/{id}/log", self.base)
     }
+    /// The job's final record plus its data, once.
     pub fn job_result(&self, id: JobId) -> String {
         format!("{}/jobs/{id}/result", self.base)
     }
@@ -112,6 +121,7 @@ impl Topics {
     pub fn ha_button(&self, repository: &str, action: &str) -> String {
         format!("{}/ha/{repository}/{action}", self.base)
     }
+    /// The subscription that receives every Home Assistant button press.
     pub fn ha_buttons_filter(&self) -> String {
         format!("{}/ha/+/+", self.base)
     }
@@ -121,6 +131,7 @@ impl Topics {
         let (repo, action) = rest.split_once('/')?;
         (!repo.is_empty() && !action.contains('/')).then_some((repo, action))
     }
+    /// Every job's record on every state change (one topic to follow all jobs).
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
     }

@@ -6,6 +6,8 @@
 //! one line per transport, client and outcome with their `count`; the file is
 //! rotated by size (`audit.jsonl.1` … `.N`); `audit/list` reads the files' tails,
 //! never a whole file.
+//!
+//! Imports `config::AuditSettings` only.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,18 +22,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AuditSettings;
 
+/// One request as the audit trail keeps it: who asked what, and how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// When the request was answered.
     pub at: DateTime<Utc>,
+    /// `mqtt` or `http`.
     pub transport: String,
     /// `null` when the request was not authenticated.
     pub role: Option<String>,
+    /// The sender as the transport knows it (the HTTP peer; a fixed name for Home
+    /// Assistant buttons).
     pub client: Option<String>,
+    /// The command's wire name, or a shortened copy of an unknown one.
     pub command: String,
+    /// The repository the request named, scrubbed of secrets.
     pub repository: Option<String>,
     /// `ok` or the error code.
     pub outcome: String,
+    /// The job the request started, if any.
     pub job_id: Option<String>,
+    /// The request's own id, if it had one.
     pub request_id: Option<String>,
 }
 
@@ -39,8 +50,10 @@ pub struct AuditRecord {
 /// refusals from one transport and client summed up over a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditLine {
+    /// The request, or the last of the requests summed up.
     #[serde(flatten)]
     pub record: AuditRecord,
+    /// How many refusals this line stands for; absent for a single request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
 }
@@ -57,6 +70,7 @@ const CHUNK: u64 = 64 * 1024;
 
 type Key = (String, Option<String>, String);
 
+/// The audit trail of this worker: appends, bounds and rotates `audit.jsonl`.
 pub struct Audit {
     shared: Arc<Shared>,
 }
@@ -76,6 +90,8 @@ struct Window {
 }
 
 impl Audit {
+    /// The trail in `<state_dir>/audit.jsonl`; inside a runtime it also starts the task
+    /// that writes a window's counts when it ends.
     pub fn new(state_dir: &Path, settings: &AuditSettings) -> Self {
         let window = Duration::from_secs(settings.refusal_window_secs.max(1));
         let shared = Arc::new(Shared {
@@ -104,6 +120,8 @@ impl Audit {
         Self { shared }
     }
 
+    /// Records one request: written at once, or counted when it is one of many
+    /// unauthenticated refusals.
     pub fn append(&self, record: &AuditRecord) {
         let s = &self.shared;
         let mut w = s.lock();

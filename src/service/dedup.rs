@@ -10,6 +10,8 @@
 //! Answers are also kept in the job store for the window, so a copy delivered after
 //! a restart (QoS 1 redelivery after a crash) gets the stored answer and starts
 //! nothing. Body hashes are keyed SHA-256 with a random key kept in the store.
+//!
+//! May import: `command`, `jobs` (the store's `requests` table).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};

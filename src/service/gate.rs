@@ -1,5 +1,7 @@
 //! The pipeline's gates before a command is parsed: retained, token, command
 //! name, role, per-request secrets, rate limit; and the refusals they give.
+//!
+//! May import: `command`, `commands`, `domain`.
 
 use serde_json::json;
 

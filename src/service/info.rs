@@ -1,5 +1,7 @@
 //! The retained `<base>/info` document, typed. Serialises exactly as the former
 //! `json!` document did (same keys, same order).
+//!
+//! May import: `commands`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -10,13 +12,21 @@ use crate::commands::CommandName;
 /// What the worker announces about itself.
 #[derive(Debug, Clone, Serialize)]
 pub struct Info {
+    /// This worker's version (the crate version).
     pub version: &'static str,
+    /// The borgmatic version found at start-up.
     pub borgmatic_version: String,
+    /// The node id: names this worker in topics and in Home Assistant.
     pub node: String,
+    /// The root of every topic of this worker.
     pub base_topic: String,
+    /// The wire names of every command this version knows.
     pub commands: Vec<&'static str>,
+    /// The repository labels clients may name.
     pub repositories: Vec<String>,
+    /// Whether an admin token is configured (admin commands are refused without one).
     pub admin_enabled: bool,
+    /// Whether the Docker engine answers, and its version.
     pub docker: DockerInfo,
 }
 
@@ -24,11 +34,24 @@ pub struct Info {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum DockerInfo {
-    Available { available: bool, version: String },
-    Unavailable { available: bool, reason: String },
+    /// The engine answered a ping.
+    Available {
+        /// Always `true`: lets a client test one key whatever the variant.
+        available: bool,
+        /// The engine's version, as its ping reported it.
+        version: String,
+    },
+    /// The engine did not answer; the log says why.
+    Unavailable {
+        /// Always `false`.
+        available: bool,
+        /// A client-safe sentence (the error itself goes only to the log).
+        reason: String,
+    },
 }
 
 impl DockerInfo {
+    /// Whether the engine answered.
     pub fn is_available(&self) -> bool {
         matches!(self, DockerInfo::Available { .. })
     }

@@ -1,6 +1,8 @@
 //! Rate limits per principal (transport, role and client) and command class,
 //! with governor's keyed limiters: thread-safe by construction, unlike the
 //! predecessor's unlocked per-process dict.
+//!
+//! May import: `auth`, `config`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;

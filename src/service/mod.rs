@@ -60,6 +60,7 @@ pub struct Service {
 }
 
 impl Service {
+    /// The pipeline, with the exec policy, rate limits, audit trail and dedup made from `settings`.
     pub fn new(
         settings: Arc<Settings>,
         tokens: Tokens,
@@ -93,6 +94,7 @@ impl Service {
         }
     }
 
+    /// The job engine the service submits to.
     pub fn engine(&self) -> &JobEngine {
         &self.engine
     }

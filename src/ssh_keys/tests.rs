@@ -1,3 +1,8 @@
+//! The key store on a real directory: create, list, rotate, delete, only public
+//! halves shown, and only keys this worker made changed.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 
 #[test]

@@ -2,6 +2,8 @@
 //!
 //! Memory is bounded by the page: items before the cursor or outside the path
 //! are counted and dropped as they stream past, never collected.
+//!
+//! May import: `domain`, `exec` (`borgmatic`, `borgmatic_log`, `process`), `jobs`.
 
 use serde_json::{json, Map, Value};
 

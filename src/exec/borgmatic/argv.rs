@@ -3,6 +3,9 @@
 //!
 //! Client values enter the argv only through [`client_args`], each as a single
 //! `--flag=value` element (see the module header of [`super`]).
+//!
+//! May import: `domain`, `config::Secret`, `askpass` (its environment),
+//! `borg_config` (the ssh identity files), the siblings `process` and `roots`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 //! no `--` (it offers no way to add one): an archive path is therefore passed as
 //! `pp:<path>`, borg's explicit path-prefix pattern, which can neither start with
 //! `-` nor be read as another pattern style (`re:`, `sh:`). The newtypes in
-//! [`crate::command`] hold the final form of each value, so what was checked is what
+//! [`crate::domain`] hold the final form of each value, so what was checked is what
 //! is passed. See [`client_args`] and the property test below.
 //!
 //! # Layout
@@ -21,9 +21,9 @@
 //! - `outcome`: judging exit code, warnings, skipped files and JSON output.
 //! - `version`: [`check_version`] at start-up.
 //!
-//! Imports: `command` (value types), `config`, `jobs` (the `Task` interface) and
-//! the sibling executors' helpers (`process`, `roots`, `skipped`, `restored`,
-//! `borgmatic_log`); never a transport.
+//! Imports: `domain` (value types), `config`, `jobs` (the `Task` interface),
+//! `askpass` and `borg_config` (for ssh keys) and the sibling executors' helpers
+//! (`process`, `roots`, `skipped`, `restored`, `borgmatic_log`); never a transport.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +58,7 @@ pub struct Borgmatic {
 }
 
 impl Borgmatic {
+    /// The runner for `settings`; `version` decides whether `--log-json` is passed.
     pub fn new(settings: &Settings, version: Version) -> Self {
         Self {
             binary: settings.borgmatic.binary.clone(),

@@ -1,6 +1,8 @@
 //! Judging a finished borgmatic run: its exit code, borgmatic's warning verdict,
 //! the files borg skipped, and the JSON it printed, into the job's [`TaskOutcome`].
 //! Pure functions of what the run left behind ([`RunResult`]); nothing runs here.
+//!
+//! May import: `jobs` (`TaskOutcome`), the sibling `skipped`.
 
 use serde_json::{json, Value};
 
@@ -33,7 +35,9 @@ impl Output {
 
 /// What one borgmatic run left behind, before it is judged.
 pub struct RunResult {
+    /// borgmatic's exit code (`128 + signal` when a signal ended it).
     pub exit_code: i32,
+    /// Standard output, when the action captures it (JSON actions); else empty.
     pub stdout: Vec<u8>,
     /// borgmatic treated borg's exit code as a warning.
     pub warned: bool,

@@ -2,6 +2,9 @@
 //! directory when the job starts, a private runtime directory per job, log lines
 //! rendered and progress published while it runs, then [`super::outcome`] judges
 //! it and an extract is compared with the archive (see `restored`).
+//!
+//! May import: `domain`, `config::Secret`, `jobs` (the `Task` interface), the
+//! siblings `process`, `roots`, `skipped`, `restored`, `borgmatic_log`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -52,8 +55,10 @@ pub(super) struct Confinement {
 /// Why a borgmatic run could not happen or finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The process could not be started or waited for.
     #[error(transparent)]
     Process(#[from] process::ProcessError),
+    /// The confined directory failed its re-check when the job started.
     #[error("refused when the job started: {0}")]
     Confinement(#[from] RootError),
 }

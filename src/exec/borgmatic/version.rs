@@ -1,5 +1,7 @@
 //! Which borgmatic is installed: [`check_version`] runs `--version` once at
 //! start-up and refuses one older than [`MIN_VERSION`].
+//!
+//! Imports nothing of the crate.
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,14 +35,33 @@ impl Version {
     }
 }
 
+/// Why the installed borgmatic cannot be used; the worker does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
+    /// `--version` could not be run.
     #[error("{binary} cannot be run ({reason}); install borgmatic 1.9 or newer (e.g. `pip install borgmatic`) or set borgmatic.binary")]
-    Missing { binary: String, reason: String },
+    Missing {
+        /// `borgmatic.binary`, as configured.
+        binary: String,
+        /// Why it could not be run (not found, timed out, …).
+        reason: String,
+    },
+    /// Older than [`MIN_VERSION`].
     #[error("{binary} is borgmatic {found}, older than {MIN_VERSION}; upgrade it (`pip install -U borgmatic`)")]
-    TooOld { binary: String, found: Version },
+    TooOld {
+        /// `borgmatic.binary`, as configured.
+        binary: String,
+        /// The version it reported.
+        found: Version,
+    },
+    /// Its output holds no version number.
     #[error("could not read a version from `{binary} --version`: {output:?}")]
-    Unreadable { binary: String, output: String },
+    Unreadable {
+        /// `borgmatic.binary`, as configured.
+        binary: String,
+        /// What it printed.
+        output: String,
+    },
 }
 
 /// Runs `<binary> --version` and checks it against [`MIN_VERSION`].

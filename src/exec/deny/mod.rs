@@ -44,6 +44,7 @@ pub enum DenyClass {
 }
 
 impl DenyClass {
+    /// The class in words, for the refusal message.
     pub fn describe(self) -> &'static str {
         match self {
             DenyClass::Shell => "a shell",
@@ -61,6 +62,7 @@ const MIN_ABBREVIATION: usize = 5;
 /// One refusal: which element, which entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DenyHit {
+    /// What kind of entry matched.
     pub class: DenyClass,
     /// The table entry that matched.
     pub entry: &'static str,

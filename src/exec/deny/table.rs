@@ -1,6 +1,8 @@
 //! The deny-list's data: programs by class and arguments, one table each. Keep each
 //! list sorted; README's security section and topics.md list the same names (a
 //! test compares them).
+//!
+//! Plain data: imports nothing.
 
 use super::DenyClass;
 

@@ -1,3 +1,9 @@
+//! The deny-list against the argv forms a careless rule could let through: shells,
+//! interpreters, wrappers and destructive tools anywhere in the argv, and harmful
+//! arguments in any spelling.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 use proptest::prelude::*;
 

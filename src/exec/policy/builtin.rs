@@ -1,6 +1,8 @@
 //! The built-in rules: what Nextcloud AIO needs, `daily-backup.sh` with the flag
 //! combinations of the `aio/*` commands (each with the role it needs) and
 //! `/healthcheck.sh`. Data, and the constructor that turns it into rules.
+//!
+//! May import: `domain`.
 
 use std::collections::BTreeMap;
 

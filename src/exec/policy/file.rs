@@ -1,6 +1,9 @@
 //! The operator's policy file (`docker.exec_policy_file`): `[[allow]]` tables read
 //! and checked, so that no file rule can weaken what the built-in rules and the
 //! deny-list guarantee.
+//!
+//! May import: `domain`, `config` (the setting naming the file), `redact` (quoting),
+//! the sibling `deny`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

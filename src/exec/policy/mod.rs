@@ -13,6 +13,9 @@
 //! The predecessor's mistakes are the tests: a substring rule that blocked
 //! `/daily-backup.sh` for containing `sh`, a prefix rule that let extra arguments
 //! through, env names checked without their values.
+//!
+//! May import: `domain`, `config`, `redact` (quoting) and the sibling `deny`; runs
+//! nothing.
 
 //!
 //! # Layout
@@ -52,14 +55,19 @@ pub struct ExecPolicy {
 /// Why a request was refused (shown to the client; never contains env values).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
+    /// The argv is empty.
     #[error("the command must not be empty")]
     Empty,
+    /// The deny list refuses an element of the argv; no rule can allow it.
     #[error("{0}")]
     Denied(DenyHit),
+    /// An env value is not printable or too long (the name is quoted, never the value).
     #[error("env {0} must be printable and at most {MAX_ENV_VALUE} characters")]
     EnvValue(String),
+    /// No rule names this container with exactly this argv.
     #[error("no exec policy rule allows this exact command in container {0}")]
     NotAllowed(String),
+    /// A rule matches the argv but not the env; says what each rule allows.
     #[error("no exec policy rule allows this env for this command: {0}")]
     Env(String),
 }

@@ -1,5 +1,7 @@
 //! One allow rule ([`Rule`]): where it comes from, the exact container, argv and
 //! env it allows, and the role it needs; and why a rule does not match an env.
+//!
+//! May import: `domain`, `redact` (quoting).
 
 use std::collections::BTreeMap;
 
@@ -12,15 +14,20 @@ use crate::redact::quote as shorten;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// Compiled in (the Nextcloud AIO rules).
     BuiltIn,
+    /// From `docker.exec_policy_file`.
     File,
 }
 
 /// One allow rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
+    /// The rule's name, shown in answers and in `security/exec-policy`.
     pub name: String,
+    /// Built in, or from the policy file.
     pub source: Source,
+    /// The one container it allows (by name).
     pub container: String,
     /// The exact argv.
     pub argv: Vec<String>,

@@ -1,3 +1,9 @@
+//! The exec policy: no write-role flag combination stops Nextcloud, only exact
+//! argv, env and container match, env values are never echoed, policy files add
+//! rules but cannot weaken the policy, and the deny-list wins over any rule.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 use crate::config::DockerSettings;
 use crate::domain::Role;

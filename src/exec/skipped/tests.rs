@@ -1,3 +1,8 @@
+//! Reading borg's per-file warnings (errno, msgid and plain text) and the tally
+//! a backup's result reports.
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
+
 use super::*;
 
 fn borg_record(message: &str) -> String {

@@ -1,6 +1,8 @@
 //! Where the drill restores to and how it compares: a scratch directory below the
 //! restore root, made and read through a `cap-std` handle and removed on drop, and
 //! the SHA-256 comparison of each restored file with its live source.
+//!
+//! May import: `domain`, `jobs` (the task context), the sibling `roots`.
 
 use std::path::Path;
 

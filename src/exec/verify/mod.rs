@@ -13,7 +13,7 @@
 //! - here: the steps of the drill and what its result means.
 //!
 //! Imports: the borgmatic executor (it runs borgmatic only through it), `roots`,
-//! `command`'s value types, `jobs`' `Task` interface.
+//! `domain` value types, `jobs`' `Task` interface.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,13 +30,21 @@ mod sample;
 use compare::{compare, Compared, Scratch};
 use sample::{pick, regular_files, Entry};
 
+/// `backup/verify` as a job: the restore drill on one archive.
 pub struct VerifyTask {
+    /// Runs every borgmatic step of the drill.
     pub borgmatic: Borgmatic,
+    /// The repository verified.
     pub repo: Repository,
+    /// The secrets its borgmatic runs use.
     pub secrets: JobSecrets,
+    /// The archive to verify; the newest one when `None`.
     pub archive: Option<ArchiveName>,
+    /// How many regular files to extract and compare.
     pub sample: usize,
+    /// Most bytes the sample may add up to (a file that would pass it is skipped).
     pub max_bytes: u64,
+    /// The scratch directory is made below it.
     pub restore_root: PathBuf,
     /// The configuration enables borgmatic's spot check.
     pub spot: bool,

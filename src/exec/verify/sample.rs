@@ -1,5 +1,7 @@
 //! Which files the drill restores: the archive's regular files from its listing,
 //! and a random sample of them within a count and a byte budget.
+//!
+//! May import: `domain`.
 
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Cancellation: `job/cancel` (a queued job ends at once, a running one when its
 //! task has ended its process) and shutdown (every running job interrupted, then
 //! waited for within the grace period).
-//! May import: the engine's state.
+//! May import: the engine's state, `domain`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,10 @@ use super::super::CancelReason;
 use super::{lock, Job, JobEngine};
 use crate::domain::JobId;
 
+/// Why a job could not be cancelled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CancelError {
+    /// No job of that id (never was, or already forgotten).
     #[error("no job {0}")]
     NotFound(JobId),
 }

@@ -1,7 +1,7 @@
 //! Expiry: finished jobs are forgotten after `jobs.ttl_secs` (their retained state
 //! cleared through a `Forgotten` event), and records the disk refused are written
 //! again, on one periodic loop.
-//! May import: the engine's state, the store.
+//! May import: the engine's state, the store, `domain`.
 
 use std::sync::Arc;
 use std::time::Duration;

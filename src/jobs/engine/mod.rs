@@ -3,8 +3,8 @@
 //! [`run`] (the run loop of one job and its end), [`cancellation`] (cancel and
 //! shutdown), [`expiry`] (forgetting finished jobs, retrying unsaved records). This
 //! file holds the shared state and the read side.
-//! May import: `jobs` (store, events, log, record, slots), `command`, `config`,
-//! `redact`, `auth`.
+//! May import: `jobs` (store, events, log, record, slots), `domain`, `config`,
+//! `redact`; never the command model.
 
 mod cancellation;
 mod expiry;
@@ -200,6 +200,7 @@ impl JobEngine {
         self.persist(&record, Some(&data));
     }
 
+    /// The job's current record, while the engine still knows it.
     pub fn get(&self, job_id: JobId) -> Option<JobRecord> {
         self.job(job_id).map(|j| lock(&j.record).clone())
     }

@@ -1,7 +1,8 @@
 //! The run loop of one job: wait for a running slot, run the task (with its
 //! process groups recorded, see `jobs::supervise`), enforce the timeout, and end
 //! the job: final state, stored record and lines, locks freed, then the events.
-//! May import: the engine's state, `jobs` (store, events, log, record, supervise).
+//! May import: the engine's state, `jobs` (store, events, log, record, supervise),
+//! `domain`, `redact`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! The engine's state machine with scripted tasks (no processes involved).
+//!
+//! Test code: may import any module (`scripts/import-cycles` counts production code only).
 use super::*;
 use std::time::Duration;
 
