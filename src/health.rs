@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -36,27 +35,6 @@ use crate::exec::borgmatic::{Action, JobSecrets};
 use crate::jobs::{repo_lock, JobEvent, JobResult, JobSpec, JobState};
 use crate::mqtt::summary;
 use crate::service::Service;
-
-/// `[health]` settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthSettings {
-    /// Seconds between two probes of a repository's newest archive (0: only
-    /// after jobs).
-    pub probe_interval_secs: u64,
-    /// A newest archive older than this is a problem (default 26 h: a nightly
-    /// backup plus slack).
-    pub max_age_secs: u64,
-}
-
-impl Default for HealthSettings {
-    fn default() -> Self {
-        Self {
-            probe_interval_secs: 3600,
-            max_age_secs: 26 * 3600,
-        }
-    }
-}
 
 /// What a job told about a repository.
 #[derive(Debug, Clone, Default)]

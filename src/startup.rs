@@ -6,6 +6,8 @@
 //! `server::run`), so the integration tests run the worker in-process on port 0 and
 //! stop it with a token; `main` binds with [`bind`] and stops on a signal. The MQTT
 //! side needs no listener: it connects out.
+//!
+//! May import anything: it is the top of the crate.
 
 use std::future::Future;
 use std::sync::Arc;

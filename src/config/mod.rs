@@ -13,7 +13,7 @@
 //! - `errors`: figment errors rewritten so that no value is quoted.
 //!
 //! Imports of the crate: `domain` (`Secret`, and the rules `guards` checks against),
-//! `redact` (quoting keys in `errors`) and `health` (its settings section).
+//! `redact` (quoting keys in `errors`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,9 @@ mod transport;
 use errors::config_error;
 use guards::problem;
 pub use guards::Problem;
-pub use runtime::{AuditSettings, JobSettings, LimitSettings, LogFormat, LogSettings};
+pub use runtime::{
+    AuditSettings, HealthSettings, JobSettings, LimitSettings, LogFormat, LogSettings,
+};
 pub use secret::Secret;
 use secret_files::is_secret_key;
 pub use tools::{BorgmaticSettings, DockerSettings, RepositorySettings, SshSettings};
@@ -75,7 +77,7 @@ pub struct Settings {
     /// `[homeassistant]`: MQTT discovery.
     pub homeassistant: HomeAssistantSettings,
     /// Repository health probes (see `health`).
-    pub health: crate::health::HealthSettings,
+    pub health: HealthSettings,
     /// Per-repository settings, keyed by repository label.
     pub repositories: BTreeMap<String, RepositorySettings>,
 }
@@ -95,7 +97,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             ssh: SshSettings::default(),
             homeassistant: HomeAssistantSettings::default(),
-            health: crate::health::HealthSettings::default(),
+            health: HealthSettings::default(),
             repositories: BTreeMap::new(),
         }
     }

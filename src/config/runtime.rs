@@ -1,5 +1,5 @@
-//! Settings of the worker's own resources: `[jobs]`, `[limits]`, `[audit]` and
-//! `[log]`. Plain data with defaults; imports nothing of the crate.
+//! Settings of the worker's own resources: `[jobs]`, `[limits]`, `[audit]`,
+//! `[health]` and `[log]`. Plain data with defaults; imports nothing of the crate.
 
 use std::collections::BTreeMap;
 
@@ -155,5 +155,26 @@ fn normalise_command_key(key: &str) -> String {
         key.to_string()
     } else {
         key.replacen('_', "/", 1)
+    }
+}
+
+/// `[health]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSettings {
+    /// Seconds between two probes of a repository's newest archive (0: only
+    /// after jobs).
+    pub probe_interval_secs: u64,
+    /// A newest archive older than this is a problem (default 26 h: a nightly
+    /// backup plus slack).
+    pub max_age_secs: u64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            probe_interval_secs: 3600,
+            max_age_secs: 26 * 3600,
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The OpenAPI 3 document of the HTTP API, built from the same route list as the
 //! router and the same command list as the command model, so it cannot drift.
+//! May import: `command` (names, error codes, each command's field schema).
 
 use serde_json::{json, Map, Value};
 

@@ -59,7 +59,9 @@ async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
         .repo_with("nc", "lock_wait: 600\n")
         .admin()
         .setting("BMQTT_DOCKER__ENABLED", "false")
-        .app()
+        // A process of its own: the lock holder below is the test's child, which an
+        // in-process worker would rightly count as its own.
+        .process()
         .await;
 
     let status = c

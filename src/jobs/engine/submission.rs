@@ -30,8 +30,11 @@ pub struct JobSpec {
     /// What the job holds exclusively while it is queued or running (`repo:<label>`,
     /// `aio`, `container:<name>`): a second job wanting any of them is `busy`.
     pub locks: Vec<String>,
+    /// The client's request id, kept in the record (a retry finds its job).
     pub request_id: Option<RequestId>,
+    /// Past this the job is cancelled as timed out.
     pub timeout: Duration,
+    /// What the job does once it holds its locks and a running place.
     pub task: Box<dyn Task>,
     /// Secrets of this job alone (from the request) to scrub from its output.
     pub secrets: Vec<String>,
@@ -47,14 +50,28 @@ pub struct JobSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a job was not started (the service maps each to a wire code).
 pub enum SubmitError {
     #[error("{what} already has an active job {job_id}")]
-    Busy { what: String, job_id: JobId },
+    /// A lock the job needs is held by another job.
+    Busy {
+        /// What is held (`repository nc`, `Nextcloud AIO`).
+        what: String,
+        /// The job that holds it.
+        job_id: JobId,
+    },
     #[error(
         "{queued} {class} jobs are already queued (the most allowed); retry when some have run"
     )]
-    QueueFull { class: &'static str, queued: usize },
+    /// The job's queue line is full.
+    QueueFull {
+        /// Which line (`read-role`, `write- and admin-role`).
+        class: &'static str,
+        /// How many wait in it.
+        queued: usize,
+    },
     #[error("the worker is shutting down")]
+    /// The worker is stopping and takes no new work.
     ShuttingDown,
     /// The job's record could not be written: the job was not started.
     #[error("the job was not started: its record cannot be stored ({0})")]

@@ -17,6 +17,8 @@
 //! `<base>/ha/<repository>/<action>`, which the worker accepts (as the write role,
 //! rate-limited and audited like any request) only while discovery is on. The
 //! broker ACL must let only Home Assistant's user write there.
+//!
+//! May import: the adapter's `topics` and `summary` (event types).
 
 use serde_json::{json, Value};
 
@@ -29,14 +31,19 @@ pub use templates::{BACKUP_RESULTS, VERIFY_RESULTS};
 
 /// One discovery message: its config topic and payload (`None` removes it).
 pub struct Entity {
+    /// `<prefix>/<component>/<object>/<entity>/config`.
     pub topic: String,
+    /// The config, retained; `None` publishes an empty retained message.
     pub payload: Option<Value>,
 }
 
 /// What every discovery message of one worker shares.
 pub struct Discovery<'a> {
+    /// Home Assistant's discovery prefix (`homeassistant`).
     pub prefix: &'a str,
+    /// The worker's node id: part of every unique id, so two workers never clash.
     pub node: &'a str,
+    /// The worker's topics the entities read and write.
     pub topics: &'a Topics,
     /// The HTTP sidecar's address, shown as the devices' "Visit" link.
     pub configuration_url: Option<&'a str>,

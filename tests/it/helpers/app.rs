@@ -56,10 +56,13 @@ impl TestApp {
         let base = format!("test/{}", uuid_like());
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
-        env.push((
-            "BMQTT_STATE_DIR".into(),
-            state_dir.path().display().to_string(),
-        ));
+        // A test may give its own state dir (a small or read-only file system).
+        if !env.iter().any(|(k, _)| k == "BMQTT_STATE_DIR") {
+            env.push((
+                "BMQTT_STATE_DIR".into(),
+                state_dir.path().display().to_string(),
+            ));
+        }
         let log_file = state_dir.path().join("worker.log");
         let mut app = TestApp {
             base,
