@@ -29,10 +29,9 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{CommandName, RepositoryLabel};
+use crate::command::RepositoryLabel;
 use crate::config::Settings;
-use crate::exec::borgmatic::{Action, JobSecrets};
-use crate::jobs::{repo_lock, JobEvent, JobResult, JobSpec, JobState};
+use crate::jobs::{JobEvent, JobResult, JobState};
 use crate::mqtt::summary;
 use crate::service::Service;
 
@@ -244,7 +243,7 @@ pub fn spawn(settings: Arc<Settings>, service: Arc<Service>, sink: Sink, stop: C
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     for label in service.borgmatic().labels() {
-                        probe(&settings, &service, &label, &probed_tx);
+                        probe(&service, &label, &probed_tx);
                     }
                 }
                 Some((repo, r)) = probed.recv() => {
@@ -284,39 +283,11 @@ fn publish(sink: &Sink, repo: &str, health: &RepoHealth, max_age: Duration) {
 }
 
 /// Submits a probe unless the repository is busy; its result reaches `probed`.
-fn probe(
-    settings: &Settings,
-    service: &Service,
-    label: &str,
-    probed: &tokio::sync::mpsc::Sender<(String, JobResult)>,
-) {
+fn probe(service: &Service, label: &str, probed: &tokio::sync::mpsc::Sender<(String, JobResult)>) {
     let Ok(parsed) = RepositoryLabel::parse(label) else {
         return;
     };
-    let Some(repo) = service.borgmatic().repository(&parsed) else {
-        return;
-    };
-    let secrets = JobSecrets {
-        borg: settings.passphrase_for(label).cloned(),
-        ssh: settings.ssh_passphrase_for(label).cloned(),
-    };
-    let task = service
-        .borgmatic()
-        .task(&repo, &secrets, Action::RepoList { last: Some(1) });
-    let spec = JobSpec {
-        command: CommandName::ArchiveList.as_str(),
-        role: CommandName::ArchiveList.role(),
-        locks: vec![repo_lock(&parsed)],
-        repository: Some(parsed),
-        request_id: None,
-        timeout: settings.jobs.timeout_for("archive/list"),
-        task: Box::new(task),
-        secrets: Vec::new(),
-        // Never takes a client's running place (a probe yields to clients anyway).
-        bypass_limit: true,
-        background: true,
-    };
-    match service.engine().submit_background(spec) {
+    match service.list_archives_in_background(&parsed, 1) {
         Ok(done) => {
             let probed = probed.clone();
             let label = label.to_string();

@@ -13,8 +13,7 @@ use serde_json::Value;
 
 use crate::command::{CommandName, RepositoryLabel};
 use crate::config::Settings;
-use crate::exec::borgmatic::{Action, JobSecrets};
-use crate::jobs::{repo_lock, JobRecord, JobSpec, JobState};
+use crate::jobs::{JobRecord, JobState};
 use crate::service::Service;
 
 /// Runs both reconciliations; failures are logged (the worker still starts).
@@ -32,7 +31,7 @@ pub async fn at_start(settings: &Settings, service: &Service) {
     }
     for rec in service.engine().interrupted_at_start() {
         if rec.command == CommandName::BackupRun.as_str() {
-            if let Some(archive) = archive_of(settings, service, &rec).await {
+            if let Some(archive) = archive_of(service, &rec).await {
                 tracing::warn!(job_id = %rec.job_id, archive, "an interrupted backup wrote its archive");
                 service.engine().archive_written(rec.job_id, &archive);
             }
@@ -41,31 +40,10 @@ pub async fn at_start(settings: &Settings, service: &Service) {
 }
 
 /// The archive an interrupted backup wrote, if the repository holds one.
-async fn archive_of(settings: &Settings, service: &Service, rec: &JobRecord) -> Option<String> {
+async fn archive_of(service: &Service, rec: &JobRecord) -> Option<String> {
     let started = rec.started_at?;
     let label = RepositoryLabel::parse(rec.repository.as_deref()?).ok()?;
-    let repo = service.borgmatic().repository(&label)?;
-    let secrets = JobSecrets {
-        borg: settings.passphrase_for(label.as_str()).cloned(),
-        ssh: settings.ssh_passphrase_for(label.as_str()).cloned(),
-    };
-    let task = service
-        .borgmatic()
-        .task(&repo, &secrets, Action::RepoList { last: Some(5) });
-    let spec = JobSpec {
-        command: CommandName::ArchiveList.as_str(),
-        role: CommandName::ArchiveList.role(),
-        locks: vec![repo_lock(&label)],
-        repository: Some(label),
-        request_id: None,
-        timeout: settings.jobs.timeout_for("archive/list"),
-        task: Box::new(task),
-        secrets: Vec::new(),
-        bypass_limit: true,
-        background: true,
-    };
-    // The worker's own background work: never listed or published as a job.
-    let done = match service.engine().submit_background(spec) {
+    let done = match service.list_archives_in_background(&label, 5) {
         Ok(done) => done,
         Err(e) => {
             tracing::warn!(error = %e, "could not list archives to reconcile an interrupted backup");

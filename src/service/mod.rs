@@ -28,6 +28,7 @@ use crate::exec::policy::ExecPolicy;
 use crate::jobs::{JobEngine, JobSpec, SubmitError};
 
 pub mod audit;
+mod background;
 mod dedup;
 mod gate;
 mod info;
@@ -36,6 +37,7 @@ mod press;
 mod request;
 
 pub use audit::AuditRecord;
+pub use background::BackgroundError;
 pub use info::{DockerInfo, Info};
 pub use request::{Request, Transport};
 

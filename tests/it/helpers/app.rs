@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use borgmatic_mqtt::config::Settings;
 use tokio_util::sync::CancellationToken;
 
+use super::worker::own_dirs;
 use super::{uuid_like, Broker, Client, Repos, Worker};
 
 /// A worker running in this test process.
@@ -54,16 +55,7 @@ impl TestApp {
     /// Starts the worker with exactly `env` (plus its own base topic and state dir).
     pub async fn spawn_env(broker: &Broker, mut env: Vec<(String, String)>) -> TestApp {
         let base = format!("test/{}", uuid_like());
-        env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
-        let state_dir = tempfile::tempdir().unwrap();
-        // A test may give its own state dir (a small or read-only file system).
-        if !env.iter().any(|(k, _)| k == "BMQTT_STATE_DIR") {
-            env.push((
-                "BMQTT_STATE_DIR".into(),
-                state_dir.path().display().to_string(),
-            ));
-        }
-        let log_file = state_dir.path().join("worker.log");
+        let (state_dir, log_file) = own_dirs(&mut env, &base);
         let mut app = TestApp {
             base,
             state_dir,

@@ -92,16 +92,7 @@ impl Worker {
 
     async fn start_env_at(broker: &Broker, mut env: Vec<(String, String)>, base: &str) -> Worker {
         let base = base.to_string();
-        env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
-        let state_dir = tempfile::tempdir().unwrap();
-        // A test may give its own state dir (a small or read-only file system).
-        if !env.iter().any(|(k, _)| k == "BMQTT_STATE_DIR") {
-            env.push((
-                "BMQTT_STATE_DIR".into(),
-                state_dir.path().display().to_string(),
-            ));
-        }
-        let log_file = state_dir.path().join("worker.log");
+        let (state_dir, log_file) = own_dirs(&mut env, &base);
         let mut w = Worker {
             base,
             state_dir,
@@ -239,4 +230,22 @@ impl Running for TestApp {
     fn log_text(&self) -> String {
         TestApp::log_text(self)
     }
+}
+
+/// Gives a worker its base topic and a state dir of its own (unless the test gave
+/// one: a small or read-only file system), and the log file in it.
+pub(super) fn own_dirs(
+    env: &mut Vec<(String, String)>,
+    base: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.to_string()));
+    let state_dir = tempfile::tempdir().unwrap();
+    if !env.iter().any(|(k, _)| k == "BMQTT_STATE_DIR") {
+        env.push((
+            "BMQTT_STATE_DIR".into(),
+            state_dir.path().display().to_string(),
+        ));
+    }
+    let log_file = state_dir.path().join("worker.log");
+    (state_dir, log_file)
 }
