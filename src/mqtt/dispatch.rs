@@ -79,12 +79,7 @@ impl Dispatch {
         if ha.enabled && topic == ha.birth_topic() {
             // Home Assistant (re)started: it forgot non-retained state, so announce again.
             if p.payload.as_ref() == b"online" {
-                let labels: Vec<String> = self.service.info().await["repositories"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect();
+                let labels = self.service.borgmatic().labels();
                 publish_discovery(&self.out, &self.topics, ha, &labels).await;
             }
             return;
