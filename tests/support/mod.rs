@@ -555,7 +555,21 @@ impl Worker {
         Worker::start_env_at(broker, env, &format!("test/{}", uuid_like())).await
     }
 
-    async fn start_env_at(broker: &Broker, mut env: Vec<(String, String)>, base: &str) -> Worker {
+    async fn start_env_at(broker: &Broker, env: Vec<(String, String)>, base: &str) -> Worker {
+        let mut w = Worker::prepare(env, base);
+        w.spawn_and_wait(broker).await;
+        w
+    }
+
+    /// Starts the worker without waiting for `online`: for a test that plays the
+    /// broker itself (see [`Broker::at_port`]).
+    pub fn launch(broker: &Broker, repos: &Repos) -> Worker {
+        let mut w = Worker::prepare(Worker::env(broker, repos), &format!("test/{}", uuid_like()));
+        w.spawn();
+        w
+    }
+
+    fn prepare(mut env: Vec<(String, String)>, base: &str) -> Worker {
         let base = base.to_string();
         env.push(("BMQTT_MQTT__BASE_TOPIC".into(), base.clone()));
         let state_dir = tempfile::tempdir().unwrap();
@@ -567,15 +581,13 @@ impl Worker {
             ));
         }
         let log_file = state_dir.path().join("worker.log");
-        let mut w = Worker {
+        Worker {
             base,
             state_dir,
             log_file,
             child: None,
             env,
-        };
-        w.spawn_and_wait(broker).await;
-        w
+        }
     }
 
     fn spawn(&mut self) {
@@ -646,6 +658,15 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows the end of the worker's log: CI keeps nothing else.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- worker log (last {} lines) ---", tail.len());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
