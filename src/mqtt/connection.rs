@@ -1,21 +1,22 @@
 //! The connection task: polls rumqttc's event loop and only forwards, never waiting
 //! on job work. It matches acknowledgements to kept messages ([`super::outbox`]),
 //! keeps rumqttc's unsent and unacknowledged publishes across reconnects, and on
-//! every ConnAck re-establishes what the worker owns on the broker (subscriptions,
-//! `online`, `info`, Home Assistant discovery, every kept retained message and the
-//! results not yet acknowledged). On errors it backs off exponentially up to
-//! `mqtt.reconnect_max_secs` (rumqttc itself would retry at once, forever).
-//! May import: `outbox`, `outgoing`, `dispatch`, `ha`, `topics` (it reaches the
-//! service through `dispatch`).
+//! every ConnAck re-establishes what the worker owns on the broker: first its
+//! subscriptions (the first packet after the ConnAck, ahead of every publish carried
+//! over from the last connection), then `online`, `info`, Home Assistant discovery,
+//! every kept retained message and the results not yet acknowledged. On errors it
+//! backs off exponentially up to `mqtt.reconnect_max_secs` (rumqttc itself would
+//! retry at once, forever).
+//! May import: `outbox`, `outgoing`, `dispatch`, `ha`, `topics`, `service`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubAck, Subscribe, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{Event, EventLoop};
+use rumqttc::v5::{Event, EventLoop, Request};
 use rumqttc::Outgoing;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -87,6 +88,14 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 correlator.restore_pending(&mut eventloop.pending);
+                // Subscribe before anything else leaves: rumqttc sends `pending` first,
+                // in order, and the publishes carried over from the last connection
+                // can hold an earlier `online`. A client that sees it and asks at
+                // once must find the worker subscribed, also when the broker kept no
+                // session (a restart without persistence forgets subscriptions).
+                eventloop
+                    .pending
+                    .push_front(Request::Subscribe(subscriptions(&link.dispatch)));
                 let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                 link.dispatch.out.limit.set_broker(broker_max);
                 link.status.set_connected(true);
@@ -104,6 +113,7 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
                     outstanding,
                 ));
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => check_suback(&ack),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => correlator.published(tracker, pkid),
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => correlator.collided(tracker, pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -150,8 +160,35 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
     tracker.space.notify_waiters();
 }
 
-/// After a ConnAck: subscriptions, `online`, `info`, Home Assistant discovery, then
-/// every kept message the broker may lack.
+/// Everything the worker subscribes to, in one SUBSCRIBE sent first on every connect.
+fn subscriptions(d: &Dispatch) -> Subscribe {
+    // Retain As Published: without it a v5 broker clears the retain flag of live
+    // messages, and a retained command would be indistinguishable from a fresh one.
+    let mut commands = Filter::new(d.topics.commands_filter(), QoS::AtLeastOnce);
+    commands.preserve_retain = true;
+    commands.nolocal = true;
+    let mut filters = vec![commands];
+    if d.ha.enabled {
+        filters.push(Filter::new(d.ha.birth_topic(), QoS::AtLeastOnce));
+        filters.push(Filter::new(d.topics.ha_buttons_filter(), QoS::AtLeastOnce));
+    }
+    Subscribe::new_many(filters, None)
+}
+
+/// A refused subscription is logged loudly: the worker would not hear those topics.
+fn check_suback(ack: &SubAck) {
+    let refused: Vec<&SubscribeReasonCode> = ack
+        .return_codes
+        .iter()
+        .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+        .collect();
+    if !refused.is_empty() {
+        tracing::error!(codes = ?refused, "the broker refused a subscription of the worker");
+    }
+}
+
+/// After a ConnAck (the subscriptions are already on their way): `online`, `info`,
+/// Home Assistant discovery, then every kept message the broker may lack.
 async fn announce(
     d: Arc<Dispatch>,
     keeper: Arc<Keeper>,
@@ -159,23 +196,11 @@ async fn announce(
 ) {
     let (out, topics, service, ha) = (&d.out, &d.topics, &d.service, &d.ha);
     let info = service.info().await;
-    let labels: Vec<String> = info["repositories"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    if let Err(e) = on_connected(out, topics, info).await {
+    let labels = info.repositories.clone();
+    if let Err(e) = on_connected(out, topics, &info).await {
         tracing::warn!(error = %e, "could not announce the worker");
     }
     if ha.enabled {
-        let subs = [
-            Filter::new(ha.birth_topic(), QoS::AtLeastOnce),
-            Filter::new(topics.ha_buttons_filter(), QoS::AtLeastOnce),
-        ];
-        if let Err(e) = out.client.subscribe_many(subs).await {
-            tracing::warn!(error = %e, "could not subscribe for Home Assistant");
-        }
         publish_discovery(out, topics, ha, &labels).await;
     }
     let k = keeper.clone();
@@ -199,13 +224,12 @@ async fn announce(
     tracing::debug!(count, "kept messages republished");
 }
 
-async fn on_connected(out: &Out, topics: &Topics, info: serde_json::Value) -> anyhow::Result<()> {
-    // Retain As Published: without it a v5 broker clears the retain flag of live
-    // messages, and a retained command would be indistinguishable from a fresh one.
-    let mut filter = Filter::new(topics.commands_filter(), QoS::AtLeastOnce);
-    filter.preserve_retain = true;
-    filter.nolocal = true;
-    out.client.subscribe_many([filter]).await?;
+async fn on_connected(
+    out: &Out,
+    topics: &Topics,
+    info: &crate::service::Info,
+) -> anyhow::Result<()> {
+    let info = serde_json::to_string(info)?;
     out.publish(
         topics.status(),
         QoS::AtLeastOnce,
@@ -214,13 +238,7 @@ async fn on_connected(out: &Out, topics: &Topics, info: serde_json::Value) -> an
         None,
     )
     .await?;
-    out.publish(
-        topics.info(),
-        QoS::AtLeastOnce,
-        true,
-        info.to_string().into(),
-        None,
-    )
-    .await?;
+    out.publish(topics.info(), QoS::AtLeastOnce, true, info.into(), None)
+        .await?;
     Ok(())
 }

@@ -232,9 +232,14 @@ impl Correlator {
         }
     }
 
-    /// The connection failed: take what rumqttc would replay (or drop).
+    /// The connection failed: take what rumqttc would replay (or drop). Subscriptions
+    /// are left out: every ConnAck sends them afresh, first.
     pub fn save_pending(&mut self, pending: &mut VecDeque<rumqttc::v5::Request>) {
-        self.saved.extend(pending.drain(..));
+        self.saved.extend(
+            pending
+                .drain(..)
+                .filter(|r| !matches!(r, rumqttc::v5::Request::Subscribe(_))),
+        );
     }
 
     /// Connected again: hand everything back, oldest first, whatever the session.

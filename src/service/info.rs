@@ -4,7 +4,6 @@
 //! May import: `commands`.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::Service;
 use crate::commands::CommandName;
@@ -59,7 +58,7 @@ impl DockerInfo {
 
 impl Service {
     /// The `<base>/info` document.
-    pub async fn info_typed(&self) -> Info {
+    pub async fn info(&self) -> Info {
         let docker = match self.docker.ping().await {
             Ok(version) => DockerInfo::Available {
                 available: true,
@@ -83,11 +82,5 @@ impl Service {
             admin_enabled: self.tokens.has_admin(),
             docker,
         }
-    }
-
-    /// The same document as JSON, for the MQTT adapter that still reads it by key
-    /// (use [`Service::info_typed`] in new code).
-    pub async fn info(&self) -> Value {
-        serde_json::to_value(self.info_typed().await).unwrap_or(Value::Null)
     }
 }

@@ -12,10 +12,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::helpers::*;
-use rumqttc::v5::mqttbytes::v5::Packet;
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, SubAck, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const ROUNDS: usize = 3;
 
@@ -277,6 +282,7 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
     let worker = Worker::start(&broker, &repos, &[]).await;
     let base = worker.base.clone();
     let mut started = Vec::new();
+    let mut answered = 0;
     for _ in 0..ROUNDS {
         let c = requester(&broker, &base).await;
         let resp = start_backup(&broker, &c, &base, "nc", None).await;
@@ -284,12 +290,18 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
         started.push(resp["job_id"].as_str().unwrap().to_string());
         // While the backup runs and its states and result are on their way.
         broker.restart();
-        let w = Client::connect(&broker).await;
+        // A client that asks as soon as it sees `online` is answered: the worker
+        // subscribed again before it said so (the broker forgot its session).
+        let w = requester(&broker, &base).await;
         let status = worker.topic("status");
         w.subscribe(&status).await;
         w.wait_for(|m| m.topic == status && m.payload == b"online")
             .await;
+        let id = started.last().unwrap();
+        assert_eq!(job_get(&w, &base, id).await["job_id"], json!(id));
+        answered += 1;
     }
+    assert_eq!(answered, ROUNDS, "requests answered after a broker restart");
     // The broker kept nothing: every retained topic is there again, and final.
     let c = requester(&broker, &base).await;
     let mut finals = 0;
@@ -314,10 +326,147 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
     assert_eq!(stored, started.iter().cloned().collect());
     assert_eq!(repos.archives("nc").len(), ROUNDS, "extra or missing runs");
     eprintln!(
-        "broker kill -9 without persistence: {} started, {finals} final retained states, {} stored, {} archives",
+        "broker kill -9 without persistence: {} started, {answered} requests answered after a restart, {finals} final retained states, {} stored, {} archives",
         started.len(),
         stored.len(),
         ROUNDS
+    );
+}
+
+/// Reads one MQTT v5 packet from the worker (the test plays the broker).
+async fn read_packet(s: &mut TcpStream, buf: &mut BytesMut) -> Packet {
+    loop {
+        match Packet::read(buf, None) {
+            Ok(p) => return p,
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => panic!("the worker sent an unreadable packet: {e}"),
+        }
+        let n = tokio::time::timeout(WAIT, s.read_buf(buf))
+            .await
+            .expect("the worker sent nothing")
+            .unwrap();
+        assert!(n > 0, "the worker closed the connection");
+    }
+}
+
+async fn write_packet(s: &mut TcpStream, p: Packet) {
+    let mut buf = BytesMut::new();
+    p.write(&mut buf, None).unwrap();
+    s.write_all(&buf).await.unwrap();
+}
+
+/// Whether `p` is the worker's `online`.
+fn is_online(p: &Packet, status: &str) -> bool {
+    matches!(p, Packet::Publish(p) if p.topic == status.as_bytes() && p.payload == b"online".as_slice())
+}
+
+/// On every connect the worker's first packet is its SUBSCRIBE, ahead of every
+/// publish, also when the broker has no session for it and the last connection left
+/// publishes unacknowledged (among them an `online`, sent again first): a client
+/// that sees `online` and asks at once is always heard. (A broker restarted without
+/// persistence used to get the carried-over `online` before the SUBSCRIBE, and the
+/// request that followed it went to no subscriber.) The test plays the broker to
+/// see the order of the packets and to hold back every acknowledgement but in the
+/// last round, where a request sent right after the first `online` is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_connect_subscribes_before_anything_is_published_also_without_a_session() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = Broker::at_port(listener.local_addr().unwrap().port());
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let worker = Worker::launch(&broker, &repos);
+    let (status, commands) = (worker.topic("status"), worker.topic("cmd/#"));
+    let response = worker.topic("response/job/list");
+    let rounds = ROUNDS + 2;
+    let (mut subscribed_first, mut onlines_carried_over, mut answered) = (0, 0, 0);
+    for round in 0..rounds {
+        let (mut s, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("the worker did not connect")
+            .unwrap();
+        let mut buf = BytesMut::new();
+        let connect = read_packet(&mut s, &mut buf).await;
+        assert!(matches!(connect, Packet::Connect(..)), "{connect:?}");
+        let connack = ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::Success,
+            properties: None,
+        };
+        write_packet(&mut s, Packet::ConnAck(connack)).await;
+        let first = read_packet(&mut s, &mut buf).await;
+        let Packet::Subscribe(sub) = &first else {
+            panic!(
+                "round {round}: the first packet after the ConnAck is not the SUBSCRIBE: {first:?}"
+            );
+        };
+        assert!(
+            sub.filters.iter().any(|f| f.path == commands),
+            "{:?}",
+            sub.filters
+        );
+        subscribed_first += 1;
+        if round + 1 < rounds {
+            // Nothing is acknowledged: every `online` so far (one per connection)
+            // comes again on the next one.
+            let mut onlines = 0;
+            while onlines < round + 1 {
+                if is_online(&read_packet(&mut s, &mut buf).await, &status) {
+                    onlines += 1;
+                }
+            }
+            onlines_carried_over += onlines - 1;
+            continue;
+        }
+        // The last round acknowledges everything and asks at the first `online`.
+        let suback = SubAck {
+            pkid: sub.pkid,
+            return_codes: vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); sub.filters.len()],
+            properties: None,
+        };
+        write_packet(&mut s, Packet::SubAck(suback)).await;
+        let mut asked = false;
+        loop {
+            let p = read_packet(&mut s, &mut buf).await;
+            if is_online(&p, &status) && !asked {
+                let body = json!({"token": READ_TOKEN, "request_id": "after-reconnect"});
+                let mut request = Publish::new(
+                    worker.topic("cmd/job/list"),
+                    QoS::AtLeastOnce,
+                    body.to_string(),
+                    None,
+                );
+                request.pkid = 1;
+                write_packet(&mut s, Packet::Publish(request)).await;
+                asked = true;
+            }
+            match p {
+                Packet::Publish(p) if p.topic == response.as_bytes() => {
+                    let r: Value = serde_json::from_slice(&p.payload).unwrap();
+                    assert_eq!(r["request_id"], "after-reconnect", "{r}");
+                    assert_eq!(r["status"], "ok", "{r}");
+                    answered += 1;
+                    break;
+                }
+                Packet::Publish(p) if p.qos != QoS::AtMostOnce => {
+                    write_packet(&mut s, Packet::PubAck(PubAck::new(p.pkid, None))).await
+                }
+                Packet::PingReq(_) => write_packet(&mut s, Packet::PingResp(PingResp)).await,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        subscribed_first, rounds,
+        "connections that subscribed first"
+    );
+    assert_eq!(
+        onlines_carried_over,
+        (0..rounds - 1).sum::<usize>(),
+        "unacknowledged `online`s sent again"
+    );
+    assert_eq!(answered, 1);
+    eprintln!(
+        "{rounds} connections without a session: {subscribed_first} subscribed first, {onlines_carried_over} carried-over `online`s after the SUBSCRIBE, {answered} request answered"
     );
 }
 

@@ -90,18 +90,30 @@ impl Worker {
         Worker::start_env_at(broker, env, &format!("test/{}", uuid_like())).await
     }
 
-    async fn start_env_at(broker: &Broker, mut env: Vec<(String, String)>, base: &str) -> Worker {
+    async fn start_env_at(broker: &Broker, env: Vec<(String, String)>, base: &str) -> Worker {
+        let mut w = Worker::prepare(env, base);
+        w.spawn_and_wait(broker).await;
+        w
+    }
+
+    /// Starts the worker without waiting for `online`: for a test that plays the
+    /// broker itself (see [`Broker::at_port`]).
+    pub fn launch(broker: &Broker, repos: &Repos) -> Worker {
+        let mut w = Worker::prepare(Worker::env(broker, repos), &format!("test/{}", uuid_like()));
+        w.spawn();
+        w
+    }
+
+    fn prepare(mut env: Vec<(String, String)>, base: &str) -> Worker {
         let base = base.to_string();
         let (state_dir, log_file) = own_dirs(&mut env, &base);
-        let mut w = Worker {
+        Worker {
             base,
             state_dir,
             log_file,
             child: None,
             env,
-        };
-        w.spawn_and_wait(broker).await;
-        w
+        }
     }
 
     fn spawn(&mut self) {
