@@ -1,7 +1,7 @@
 //! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
-//! `archive/mount`, `archive/umount`.
+//! `archive/mount`, `archive/umount`, `archive/delete`.
 //!
-//! May import: `domain`, `exec::borgmatic`.
+//! May import: `domain`, `exec::borgmatic`, `jobs` (the `Task` interface).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,6 +13,7 @@ use super::{CommandName, Fields, Schema};
 use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel, SubPath};
 use crate::exec::borgmatic::Action;
 
+mod delete;
 mod files;
 
 /// Where AIO keeps the list of its archives inside the mastercontainer.
@@ -72,6 +73,39 @@ pub struct Mount {
     #[serde(default)]
     pub archive: Option<ArchiveName>,
     pub mount_point: SubPath,
+}
+
+/// `archive/delete` (admin): one archive, named exactly (never `latest`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delete {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+}
+
+impl Fields for Delete {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.archive == ArchiveName::latest() {
+            return Err(ApiError::invalid(
+                "archive/delete needs the archive's own name, not 'latest' (archive/list names them)",
+            ));
+        }
+        Ok(())
+    }
+    fn repository(&self) -> Option<&RepositoryLabel> {
+        Some(&self.repository)
+    }
+    fn schema() -> Schema {
+        Schema(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["repository", "archive"],
+            "properties": {
+                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "archive": { "type": "string", "minLength": 1, "maxLength": 255, "description": "the exact name (archive/list); no glob characters, not 'latest'" }
+            }
+        }))
+    }
 }
 
 on_repository!(List, Info, Extract, Mount);
@@ -222,5 +256,32 @@ pub(super) async fn umount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError>
         CommandName::ArchiveUmount,
         c.repository,
         Action::Umount { mount_point },
+    )
+}
+
+/// Deletes one archive: the job first lists the repository and fails, deleting
+/// nothing, when no archive has exactly that name (borg would match nothing and
+/// report success).
+pub(super) async fn delete(ctx: &Ctx<'_>, c: Delete) -> Result<Outcome, ApiError> {
+    let repo = ctx.repository(&c.repository)?;
+    let secrets = ctx.job_secrets(&c.repository)?;
+    let list = ctx
+        .borgmatic
+        .task(&repo, &secrets, Action::RepoList { last: None });
+    let archive = c.archive.clone();
+    let remove = ctx
+        .borgmatic
+        .task(&repo, &secrets, Action::DeleteArchive { archive });
+    let task = delete::DeleteTask {
+        list,
+        delete: remove,
+        archive: c.archive,
+    };
+    let scrub = ctx.secrets.values();
+    ctx.repo_job(
+        CommandName::ArchiveDelete,
+        c.repository,
+        Box::new(task),
+        scrub,
     )
 }

@@ -113,6 +113,7 @@ commands! {
     ArchiveExtract => "archive/extract", Write, Job, archive::Extract, archive::extract;
     ArchiveMount => "archive/mount", Write, Job, archive::Mount, archive::mount;
     ArchiveUmount => "archive/umount", Write, Job, archive::Mount, archive::umount;
+    ArchiveDelete => "archive/delete", Admin, Job, archive::Delete, archive::delete;
     RepoInfo => "repo/info", Read, Job, repo::RepoOnly, repo::info;
     RepoCheck => "repo/check", Write, Job, repo::Check, repo::check;
     RepoPrune => "repo/prune", Write, Job, repo::DryRun, repo::prune;
@@ -120,11 +121,13 @@ commands! {
     RepoBreakLock => "repo/break-lock", Admin, Job, repo::RepoOnly, repo::break_lock;
     RepoLatestStats => "repo/latest-stats", Read, Job, repo::RepoOnly, repo::latest_stats;
     RepoLockStatus => "repo/lock-status", Read, Immediate, repo::OptionalRepo, repo::lock_status;
+    RepoCreate => "repo/create", Admin, Job, repo::Create, repo::create;
     ConfigList => "config/list", Read, Immediate, fields::NoFields, config::list;
     ConfigShow => "config/show", Read, Immediate, repo::RepoOnly, config::show;
     ConfigValidate => "config/validate", Read, Job, repo::OptionalRepo, config::validate;
     ConfigCheckAio => "config/check-aio", Read, Immediate, repo::OptionalRepo, config::check_aio;
     KeyChangePassphrase => "key/change-passphrase", Admin, Job, key::ChangePassphrase, key::change_passphrase;
+    KeyExport => "key/export", Admin, Job, key::Export, key::export;
     ContainerList => "container/list", Read, Immediate, fields::NoFields, docker::container_list;
     ContainerExec => "container/exec", Write, Job, docker::Exec, docker::container_exec;
     AioBackup => "aio/backup", Write, Job, aio::Backup, aio::backup;

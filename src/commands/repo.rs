@@ -1,17 +1,21 @@
 //! Repositories: `repo/info`, `repo/check`, `repo/prune`, `repo/compact`,
-//! `repo/break-lock`, `repo/latest-stats`, `repo/lock-status`.
+//! `repo/break-lock`, `repo/latest-stats`, `repo/lock-status`, `repo/create`.
 //!
-//! May import: `domain`, `borg_config`, `locks`, `exec::borgmatic`.
+//! May import: `domain`, `borg_config`, `locks`, `exec::borgmatic`, `jobs` (the
+//! `Task` interface).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::context::{load, Ctx, Outcome};
 use super::fields::on_repository;
-use super::response::ApiError;
-use super::{CommandName, Fields};
-use crate::domain::{RepositoryLabel, Role};
+use super::response::{ApiError, ErrorCode};
+use super::{CommandName, Fields, Schema};
+use crate::borg_config::Location;
+use crate::domain::{EncryptionMode, RepositoryLabel, Role};
 use crate::exec::borgmatic::Action;
+
+mod create;
 
 /// Commands on one repository with no other field.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,6 +65,34 @@ pub struct OptionalRepo {
 
 impl Fields for OptionalRepo {}
 
+/// `repo/create` (admin): a new repository where the label's configuration points.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    pub repository: RepositoryLabel,
+    /// borg's encryption mode; when absent, the configuration's `encryption`.
+    #[serde(default)]
+    pub encryption: Option<EncryptionMode>,
+}
+
+impl Fields for Create {
+    fn repository(&self) -> Option<&RepositoryLabel> {
+        Some(&self.repository)
+    }
+    fn schema() -> Schema {
+        let modes: Vec<&str> = EncryptionMode::ALL.iter().map(|m| m.as_str()).collect();
+        Schema(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["repository"],
+            "properties": {
+                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "encryption": { "type": "string", "enum": modes, "description": "default: the repository's encryption in its borgmatic configuration" }
+            }
+        }))
+    }
+}
+
 on_repository!(RepoOnly, DryRun);
 
 pub(super) async fn info(ctx: &Ctx<'_>, c: RepoOnly) -> Result<Outcome, ApiError> {
@@ -109,4 +141,74 @@ pub(super) async fn lock_status(ctx: &Ctx<'_>, c: OptionalRepo) -> Result<Outcom
         }
     }
     Ok(Outcome::Answer(json!({ "repositories": out })))
+}
+
+/// Creates the repository: refused `conflict` when a local repository is already
+/// there; a remote one is probed by the job (`repo-info`) before anything is made.
+pub(super) async fn create(ctx: &Ctx<'_>, c: Create) -> Result<Outcome, ApiError> {
+    let repo = ctx.repository(&c.repository)?;
+    let cfg = load(&repo)?;
+    let entries = cfg.repositories();
+    if entries.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "the configuration of {} names no repository",
+            c.repository
+        )));
+    }
+    if c.encryption.is_none() {
+        for e in &entries {
+            match e.encryption.as_deref().map(|m| (m, EncryptionMode::parse(m))) {
+                Some((_, Some(_))) => {}
+                Some((m, None)) => {
+                    return Err(ApiError::invalid(format!(
+                        "the configuration of {} sets encryption {}, which is not a borg 1.2 mode; give encryption",
+                        c.repository,
+                        crate::domain::quote(m)
+                    )))
+                }
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "encryption is required: the configuration of {} sets none for {} (repokey, repokey-blake2, keyfile, keyfile-blake2, authenticated, authenticated-blake2, none)",
+                        c.repository,
+                        e.location.display()
+                    )))
+                }
+            }
+        }
+    }
+    let mut local = Vec::new();
+    let mut remote = false;
+    for e in &entries {
+        match &e.location {
+            Location::Local(p) if p.is_absolute() => local.push(p.clone()),
+            _ => remote = true,
+        }
+    }
+    if let Some(p) = create::existing(&local) {
+        return Err(exists(&c.repository, &p.display().to_string()));
+    }
+    let secrets = ctx.job_secrets(&c.repository)?;
+    let probe = remote.then(|| ctx.borgmatic.task(&repo, &secrets, Action::RepoInfo));
+    let make = ctx.borgmatic.task(
+        &repo,
+        &secrets,
+        Action::RepoCreate {
+            encryption: c.encryption,
+        },
+    );
+    let task = create::CreateTask {
+        local,
+        probe,
+        create: make,
+    };
+    let scrub = ctx.secrets.values();
+    ctx.repo_job(CommandName::RepoCreate, c.repository, Box::new(task), scrub)
+}
+
+/// `conflict`: the repository already exists (nothing was changed).
+fn exists(label: &RepositoryLabel, location: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Conflict,
+        format!("repository {label} already exists at {location}; repo/create only makes a new one, nothing was changed"),
+    )
 }

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     NotFound,
     /// The repository already has an active job, or a queue is full.
     Busy,
+    /// What the command would create already exists (`repo/create`); retrying
+    /// cannot help, unlike `busy`.
+    Conflict,
     /// The principal's quota for this class of command is used up.
     RateLimited,
     /// Something the command needs is missing or stopping (Docker, FUSE, the store, shutdown).
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::Invalid => "invalid",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Busy => "busy",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -52,7 +56,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Busy => 409,
+            ErrorCode::Busy | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,

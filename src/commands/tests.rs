@@ -101,6 +101,33 @@ fn unknown_fields_wrong_types_and_traversal_are_invalid() {
             "archive/list",
             json!({"repository": "nc", "source": "elsewhere"}),
         ),
+        ("archive/delete", json!({"repository": "nc"})),
+        (
+            "archive/delete",
+            json!({"repository": "nc", "archive": "latest"}),
+        ),
+        (
+            "archive/delete",
+            json!({"repository": "nc", "archive": "a*"}),
+        ),
+        (
+            "archive/delete",
+            json!({"repository": "nc", "archive": "-a"}),
+        ),
+        (
+            "archive/delete",
+            json!({"repository": "nc", "archive": "a", "match_archives": "*"}),
+        ),
+        (
+            "repo/create",
+            json!({"repository": "nc", "encryption": "--other-repo=/x"}),
+        ),
+        (
+            "repo/create",
+            json!({"repository": "nc", "encryption": "Repokey"}),
+        ),
+        ("key/export", json!({"repository": "nc", "path": "/tmp/k"})),
+        ("key/export", json!({"repository": "nc", "paper": "yes"})),
     ] {
         let err = parse(name, body.clone()).unwrap_err();
         assert_eq!(err.code, ErrorCode::Invalid, "{name} {body}");
@@ -113,6 +140,30 @@ fn repair_needs_admin() {
     assert_eq!(c.role(), Role::Admin);
     let c = parse("repo/check", json!({"repository": "nc"})).unwrap();
     assert_eq!(c.role(), Role::Write);
+}
+
+#[test]
+fn the_admin_operations_need_admin_and_hold_their_repository() {
+    use crate::domain::EncryptionMode;
+    for (name, body) in [
+        (
+            "archive/delete",
+            json!({"repository": "nc", "archive": "a1"}),
+        ),
+        ("repo/create", json!({"repository": "nc"})),
+        ("key/export", json!({"repository": "nc"})),
+    ] {
+        let c = parse(name, body).unwrap();
+        assert_eq!(c.role(), Role::Admin, "{name}");
+        assert_eq!(c.repository().map(|r| r.as_str()), Some("nc"), "{name}");
+    }
+    let c = parse(
+        "repo/create",
+        json!({"repository": "nc", "encryption": "keyfile-blake2"}),
+    )
+    .unwrap();
+    let Command::RepoCreate(f) = c else { panic!() };
+    assert_eq!(f.encryption, Some(EncryptionMode::KeyfileBlake2));
 }
 
 #[test]

@@ -176,6 +176,14 @@ impl Settings {
         }
     }
 
+    /// Where `key/export` writes: `borgmatic.key_export_dir`, else `<state_dir>/keys`.
+    pub fn key_export_dir(&self) -> PathBuf {
+        self.borgmatic
+            .key_export_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("keys"))
+    }
+
     /// The configured passphrase of one repository, if any.
     pub fn passphrase_for(&self, label: &str) -> Option<&Secret> {
         self.repositories

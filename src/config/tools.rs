@@ -20,6 +20,9 @@ pub struct BorgmaticSettings {
     pub restore_root: PathBuf,
     /// `archive/mount` mount points live below it.
     pub mount_root: PathBuf,
+    /// Where `key/export` writes key files (mode 0700, files 0600); default
+    /// `<state_dir>/keys` (see [`super::Settings::key_export_dir`]).
+    pub key_export_dir: Option<PathBuf>,
 }
 
 impl Default for BorgmaticSettings {
@@ -29,6 +32,7 @@ impl Default for BorgmaticSettings {
             binary: PathBuf::from("borgmatic"),
             restore_root: PathBuf::from("/restore"),
             mount_root: PathBuf::from("/mnt/borgmatic"),
+            key_export_dir: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod archive;
 mod container;
+mod encryption;
 mod field_error;
 mod ids;
 mod job_state;
@@ -19,6 +20,7 @@ mod secret;
 
 pub use archive::ArchiveName;
 pub use container::{exec_env, ContainerName, ExecArgv};
+pub use encryption::EncryptionMode;
 pub use field_error::FieldError;
 pub use ids::{JobId, RequestId};
 pub use job_state::JobState;

@@ -155,4 +155,26 @@ proptest! {
         prop_assert_eq!(from_client, 1 + paths.len(), "a value split or vanished: {:?}", argv);
         prop_assert_eq!(argv.len(), 5 + paths.len());
     }
+
+    #[test]
+    fn a_delete_always_names_one_literal_archive(s in hostile()) {
+        let Ok(archive) = ArchiveName::parse(&s) else { return Ok(()) };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = Borgmatic::for_tests(dir.path());
+        let repo = Repository {
+            label: RepositoryLabel::parse("nc").expect("label"),
+            config: dir.path().join("nc.yaml"),
+        };
+        let task = b.task(&repo, &JobSecrets::default(), Action::DeleteArchive { archive: archive.clone() });
+        let argv: Vec<String> = task.args().iter().map(text).collect();
+        // borgmatic deletes the whole repository when no archive is named, and
+        // borg 1.2 reads the name as a glob: exactly one `--archive=` holding a
+        // name with no glob or pattern syntax.
+        prop_assert_eq!(argv.len(), 4, "{:?}", argv);
+        prop_assert_eq!(&argv[1..3], &["--log-json".to_string(), "delete".to_string()]);
+        let value = argv[3].strip_prefix("--archive=").expect("--archive=");
+        prop_assert_eq!(value, archive.as_str());
+        clean(value)?;
+        prop_assert!(!value.contains(['*', '?', '[', ']', '/', '\\']), "{:?}", value);
+    }
 }

@@ -221,6 +221,24 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
             false,
         ),
         (
+            "archive/delete",
+            json!({"repository": "nc", "archive": archive}),
+            "archive",
+            false,
+        ),
+        (
+            "repo/create",
+            json!({"repository": "nc", "encryption": "repokey"}),
+            "encryption",
+            false,
+        ),
+        (
+            "key/export",
+            json!({"repository": "nc"}),
+            "repository",
+            false,
+        ),
+        (
             "ssh-key/test",
             json!({"name": "k", "host": "127.0.0.1"}),
             "name",

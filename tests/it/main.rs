@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin_ops;
 mod api_schema;
 mod archive_files;
 mod backup;

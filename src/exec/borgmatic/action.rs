@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel};
+use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, RepositoryLabel};
 use crate::exec::roots::Confined;
 
 /// A repository label resolved to its existing configuration file.
@@ -110,4 +110,22 @@ pub enum Action {
     },
     /// `config validate` of the configuration directory.
     ValidateConfig,
+    /// `delete --archive NAME`: one archive (its space is freed by `compact`).
+    DeleteArchive {
+        /// The archive deleted; never `latest`, never a pattern.
+        archive: ArchiveName,
+    },
+    /// `repo-create`: a new, empty repository.
+    RepoCreate {
+        /// `--encryption`; `None` leaves it to the configuration's `encryption`.
+        encryption: Option<EncryptionMode>,
+    },
+    /// `key export --path FILE`: the repository key, written to a file the worker
+    /// named (never to stdout).
+    KeyExport {
+        /// The file written; absolute, below the key export directory, new.
+        path: PathBuf,
+        /// `--paper`: the text form for printing.
+        paper: bool,
+    },
 }

@@ -16,7 +16,7 @@ use super::outcome::Output;
 use super::task::{BorgmaticTask, Confinement};
 use super::{Action, Borgmatic, JobSecrets};
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath};
+use crate::domain::{ArchiveName, ArchivePath, EncryptionMode};
 use crate::exec::process::ProcessSpec;
 use crate::exec::roots::Confined;
 
@@ -183,6 +183,31 @@ impl Parts {
                 vec!["list".into(), client_args::archive(&archive), "--json".into()],
                 Output::Json,
             ),
+            // borgmatic deletes the WHOLE repository when no archive is named: the
+            // archive is a required field of the variant, so it always is.
+            Action::DeleteArchive { archive } => Parts::new(
+                vec!["delete".into(), client_args::archive(&archive)],
+                Output::Static(json!({
+                    "archive": archive.as_str(),
+                    "next_step": "the space is freed only by repo/compact",
+                })),
+            ),
+            Action::RepoCreate { encryption } => {
+                let mut a = args(&["repo-create"]);
+                if let Some(mode) = encryption {
+                    a.push(format!("--encryption={}", mode.as_str()).into());
+                }
+                let mode = encryption.map(EncryptionMode::as_str);
+                Parts::new(a, Output::Static(json!({ "encryption": mode })))
+            }
+            Action::KeyExport { path, paper } => {
+                let mut a = args(&["key", "export"]);
+                if paper {
+                    a.push("--paper".into());
+                }
+                a.push(eq_path("--path", &path));
+                Parts::new(a, Output::Static(json!({ "path": path, "paper": paper })))
+            }
         }
     }
 
@@ -277,4 +302,50 @@ pub(super) fn eq_path(flag: &str, value: &Path) -> OsString {
     let mut s = OsString::from(format!("{flag}="));
     s.push(value.as_os_str());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::RepositoryLabel;
+    use crate::exec::borgmatic::Repository;
+
+    fn argv(action: Action) -> Vec<String> {
+        let dir = std::path::Path::new("/cfg");
+        let repo = Repository {
+            label: RepositoryLabel::parse("nc").unwrap(),
+            config: dir.join("nc.yaml"),
+        };
+        Borgmatic::for_tests(dir)
+            .task(&repo, &JobSecrets::default(), action)
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn repo_create_and_key_export() {
+        let mode = Some(EncryptionMode::RepokeyBlake2);
+        assert_eq!(
+            argv(Action::RepoCreate { encryption: mode })[2..],
+            ["repo-create", "--encryption=repokey-blake2"]
+        );
+        assert_eq!(
+            argv(Action::RepoCreate { encryption: None })[2..],
+            ["repo-create"]
+        );
+        let path = PathBuf::from("/keys/nc-1.key");
+        assert_eq!(
+            argv(Action::KeyExport {
+                path: path.clone(),
+                paper: false
+            })[2..],
+            ["key", "export", "--path=/keys/nc-1.key"]
+        );
+        assert_eq!(
+            argv(Action::KeyExport { path, paper: true })[2..],
+            ["key", "export", "--paper", "--path=/keys/nc-1.key"]
+        );
+    }
 }
