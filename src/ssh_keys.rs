@@ -13,7 +13,7 @@
 //! `id_ed25519`, which borg may need, is safe). `known_hosts`, `config`,
 //! `authorized_keys`, links and any other file are refused and left untouched.
 //!
-//! Imports `domain` (`KeyName`) and `config::Secret`.
+//! Imports `domain` (`KeyName`, `RestrictPath`) and `config::Secret`.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -24,7 +24,7 @@ use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 
 use crate::config::Secret;
-use crate::domain::KeyName;
+use crate::domain::{KeyName, RestrictPath};
 
 /// Why a key operation was refused or failed; each message is safe to show a client.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +215,33 @@ impl KeyStore {
             encrypted,
             has_old: self.managed(&format!("{name}.old")).is_ok(),
         })
+    }
+
+    /// The public half of a key this worker made as an `authorized_keys` line that
+    /// lets it run nothing but `borg serve --restrict-to-path <path>` (and
+    /// `--append-only` when asked): `command="…",restrict <key> <comment>`. sshd
+    /// runs the forced command whatever the client asks for; `restrict` turns off
+    /// forwarding, agent, X11 and pty. `path` is inert in a shell by its type.
+    pub fn authorized_line(
+        &self,
+        name: &KeyName,
+        path: &RestrictPath,
+        append_only: bool,
+    ) -> Result<String, KeyError> {
+        self.made_here(name.as_str())?;
+        let info = self.info(name.as_str())?;
+        // The line is rebuilt from the parsed key: one line, nothing but the key
+        // and a comment without control characters.
+        let public = PublicKey::from_openssh(&info.public_key).map_err(io)?;
+        if public.comment().chars().any(char::is_control) {
+            return Err(KeyError::NotManaged(name.as_str().into()));
+        }
+        let key = public.to_openssh().map_err(io)?;
+        let append = if append_only { " --append-only" } else { "" };
+        Ok(format!(
+            "command=\"borg serve --restrict-to-path {}{append}\",restrict {key}",
+            path.as_str()
+        ))
     }
 
     /// A new ed25519 key, encrypted with `passphrase` when given.

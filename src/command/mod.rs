@@ -39,6 +39,9 @@ pub struct Envelope {
     pub borg_passphrase: Option<crate::domain::Secret>,
     /// The SSH key passphrase for this request, honoured only with `auth.allow_request_secrets`.
     pub ssh_passphrase: Option<crate::domain::Secret>,
+    /// A job's own timeout in seconds (`timeout_secs`), at least 1; the service
+    /// bounds it by the command's configured timeout.
+    pub timeout_secs: Option<u64>,
     /// Everything else in the body: the command's own fields.
     pub fields: Map<String, Value>,
 }
@@ -149,11 +152,26 @@ impl Envelope {
         };
         let borg_passphrase = secret("borg_passphrase").map_err(|e| (request_id.clone(), e))?;
         let ssh_passphrase = secret("ssh_passphrase").map_err(|e| (request_id.clone(), e))?;
+        let timeout_secs = match fields.remove("timeout_secs") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    return Err((
+                        request_id,
+                        ApiError::invalid(
+                            "timeout_secs must be a whole number of seconds, at least 1",
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(Envelope {
             request_id,
             token,
             borg_passphrase,
             ssh_passphrase,
+            timeout_secs,
             fields,
         })
     }

@@ -31,6 +31,35 @@ fn envelope_extracts_request_id_and_token() {
 }
 
 #[test]
+fn timeout_secs_is_an_envelope_field_of_whole_positive_seconds() {
+    let lim = RequestLimits::default();
+    let e = Envelope::parse(
+        br#"{"request_id":"a","timeout_secs":2,"repository":"x"}"#,
+        &lim,
+    )
+    .unwrap();
+    assert_eq!(e.timeout_secs, Some(2));
+    assert!(!e.fields.contains_key("timeout_secs"));
+    assert_eq!(
+        Envelope::parse(br#"{"timeout_secs":null}"#, &lim)
+            .unwrap()
+            .timeout_secs,
+        None
+    );
+    for bad in [
+        &br#"{"request_id":"a","timeout_secs":0}"#[..],
+        br#"{"request_id":"a","timeout_secs":-1}"#,
+        br#"{"request_id":"a","timeout_secs":1.5}"#,
+        br#"{"request_id":"a","timeout_secs":"2"}"#,
+        br#"{"request_id":"a","timeout_secs":18446744073709551616}"#,
+    ] {
+        let (rid, err) = Envelope::parse(bad, &lim).unwrap_err();
+        assert_eq!(rid.unwrap().as_str(), "a");
+        assert_eq!(err.code, ErrorCode::Invalid);
+    }
+}
+
+#[test]
 fn oversize_and_deep_requests_are_refused_before_parsing() {
     let lim = RequestLimits {
         max_bytes: 1024,

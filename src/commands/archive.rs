@@ -1,7 +1,8 @@
 //! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
 //! `archive/mount`, `archive/umount`, `archive/delete`.
 //!
-//! May import: `domain`, `exec::borgmatic`, `jobs` (the `Task` interface).
+//! May import: `domain`, `exec::borgmatic`, `jobs` (the `Task` interface); `nix`
+//! for the user and group database.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -10,7 +11,7 @@ use super::context::{fuse, no_repo, Ctx, Outcome};
 use super::fields::on_repository;
 use super::response::ApiError;
 use super::{CommandName, Fields, Schema};
-use crate::domain::{ArchiveName, ArchivePath, RepositoryLabel, SubPath};
+use crate::domain::{ArchiveName, ArchivePath, MountOptions, RepositoryLabel, SubPath};
 use crate::exec::borgmatic::Action;
 
 mod delete;
@@ -64,12 +65,26 @@ pub struct Extract {
     pub destination: SubPath,
 }
 
-/// `archive/mount` and `archive/umount`: at `<mount_root>/<mount_point>`.
+/// `archive/mount`: at `<mount_root>/<mount_point>`, with allow-listed options.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mount {
     pub repository: RepositoryLabel,
-    /// The whole repository when absent (mount only).
+    /// The whole repository when absent.
+    #[serde(default)]
+    pub archive: Option<ArchiveName>,
+    pub mount_point: SubPath,
+    /// `allow_other`, `uid`, `gid`, `umask`; anything else is refused.
+    #[serde(default)]
+    pub options: MountOptions,
+}
+
+/// `archive/umount`: what is mounted at `<mount_root>/<mount_point>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Umount {
+    pub repository: RepositoryLabel,
+    /// Accepted for symmetry with `archive/mount`; not used.
     #[serde(default)]
     pub archive: Option<ArchiveName>,
     pub mount_point: SubPath,
@@ -108,7 +123,7 @@ impl Fields for Delete {
     }
 }
 
-on_repository!(List, Info, Extract, Mount);
+on_repository!(List, Info, Extract, Mount, Umount);
 
 /// `archive/files`: one page of an archive's contents under an optional path
 /// (borgmatic `list --archive … --json`), so a user can browse before restoring.
@@ -241,15 +256,38 @@ pub(super) async fn extract(ctx: &Ctx<'_>, c: Extract) -> Result<Outcome, ApiErr
 
 pub(super) async fn mount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError> {
     fuse()?;
+    named_ids(&c.options)?;
     let mount_point = ctx.below(&ctx.settings.borgmatic.mount_root, &c.mount_point, false)?;
     let action = Action::Mount {
         archive: c.archive,
         mount_point,
+        options: c.options,
     };
     ctx.borgmatic_job(CommandName::ArchiveMount, c.repository, action)
 }
 
-pub(super) async fn umount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError> {
+/// borg 1.2 mounts only with a `uid` and `gid` that name a user and a group on
+/// this machine (it asserts so and fails with a traceback): refused here instead.
+fn named_ids(o: &MountOptions) -> Result<(), ApiError> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    if let Some(uid) = o.uid.map(|u| u.get()) {
+        if !matches!(User::from_uid(Uid::from_raw(uid)), Ok(Some(_))) {
+            return Err(ApiError::invalid(format!(
+                "uid {uid} names no user on this machine; borg mounts only with a uid that has a name"
+            )));
+        }
+    }
+    if let Some(gid) = o.gid.map(|g| g.get()) {
+        if !matches!(Group::from_gid(Gid::from_raw(gid)), Ok(Some(_))) {
+            return Err(ApiError::invalid(format!(
+                "gid {gid} names no group on this machine; borg mounts only with a gid that has a name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn umount(ctx: &Ctx<'_>, c: Umount) -> Result<Outcome, ApiError> {
     fuse()?;
     let mount_point = ctx.below(&ctx.settings.borgmatic.mount_root, &c.mount_point, true)?;
     ctx.borgmatic_job(

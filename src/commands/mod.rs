@@ -112,7 +112,7 @@ commands! {
     ArchiveFiles => "archive/files", Read, Job, archive::Files, archive::files;
     ArchiveExtract => "archive/extract", Write, Job, archive::Extract, archive::extract;
     ArchiveMount => "archive/mount", Write, Job, archive::Mount, archive::mount;
-    ArchiveUmount => "archive/umount", Write, Job, archive::Mount, archive::umount;
+    ArchiveUmount => "archive/umount", Write, Job, archive::Umount, archive::umount;
     ArchiveDelete => "archive/delete", Admin, Job, archive::Delete, archive::delete;
     RepoInfo => "repo/info", Read, Job, repo::RepoOnly, repo::info;
     RepoCheck => "repo/check", Write, Job, repo::Check, repo::check;
@@ -139,6 +139,7 @@ commands! {
     EmergencyStop => "emergency/stop", Admin, Job, ops::EmergencyStop, ops::emergency_stop;
     SshKeyList => "ssh-key/list", Read, Immediate, fields::NoFields, ssh_key::key_list;
     SshKeyShow => "ssh-key/show", Read, Immediate, ssh_key::KeyRef, ssh_key::key_show;
+    SshKeyAuthorizedLine => "ssh-key/authorized-line", Read, Immediate, ssh_key::AuthorizedLine, ssh_key::key_authorized_line;
     SshKeyCreate => "ssh-key/create", Admin, Immediate, ssh_key::KeyCreate, ssh_key::key_create;
     SshKeyRotate => "ssh-key/rotate", Admin, Immediate, ssh_key::KeyCreate, ssh_key::key_rotate;
     SshKeyDelete => "ssh-key/delete", Admin, Immediate, ssh_key::KeyRef, ssh_key::key_delete;

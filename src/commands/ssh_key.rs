@@ -1,18 +1,21 @@
 //! SSH keys for remote repositories: `ssh-key/list`, `ssh-key/show`,
-//! `ssh-key/create`, `ssh-key/rotate`, `ssh-key/delete` (admin) and `ssh-key/test`.
+//! `ssh-key/authorized-line`, `ssh-key/create`, `ssh-key/rotate`, `ssh-key/delete`
+//! (admin) and `ssh-key/test`.
 //!
-//! May import: `domain`, `ssh_keys`, `askpass`, `exec` (`ssh`, `process`), `jobs`.
+//! May import: `domain`, `ssh_keys`, `askpass`, `borg_config` (`Location`), `exec`
+//! (`ssh`, `process`), `jobs`.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::context::{Ctx, Outcome};
+use super::context::{load, Ctx, Outcome};
 use super::fields::NoFields;
 use super::response::{ApiError, ErrorCode};
-use super::{CommandName, Fields};
-use crate::domain::{HostName, JobState, KeyName, NewPassphrase};
+use super::{CommandName, Fields, Schema};
+use crate::borg_config::Location;
+use crate::domain::{HostName, JobState, KeyName, NewPassphrase, RepositoryLabel, RestrictPath};
 use crate::jobs::{BoxFuture, Task, TaskContext, TaskOutcome};
 use crate::ssh_keys::{KeyError, KeyStore};
 
@@ -38,6 +41,52 @@ pub struct KeyCreate {
 pub struct KeyTest {
     pub name: KeyName,
     pub host: HostName,
+}
+
+/// `ssh-key/authorized-line`: a key's `authorized_keys` line forcing
+/// `borg serve --restrict-to-path`, for `path` or the path of `repository`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedLine {
+    pub name: KeyName,
+    /// The directory on the remote host the key is confined to.
+    #[serde(default)]
+    pub path: Option<RestrictPath>,
+    /// Confine the key to the path of this repository's `ssh://` location instead.
+    #[serde(default)]
+    pub repository: Option<RepositoryLabel>,
+    /// Add `--append-only`: the key can add archives but never delete any.
+    #[serde(default)]
+    pub append_only: bool,
+}
+
+impl Fields for AuthorizedLine {
+    fn check(&self) -> Result<(), ApiError> {
+        match (&self.path, &self.repository) {
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "give path or repository (whose ssh:// path is used), not both",
+            )),
+            (None, None) => Err(ApiError::invalid(
+                "give path (an absolute directory on the remote host) or repository",
+            )),
+            _ => Ok(()),
+        }
+    }
+    fn schema() -> Schema {
+        Schema(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name"],
+            "properties": {
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "path": { "type": "string", "pattern": "^/[A-Za-z0-9/._+@:,=-]+$", "maxLength": 1024,
+                          "description": "absolute directory on the remote host; or give repository" },
+                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$",
+                                "description": "use the path of this repository's ssh:// location" },
+                "append_only": { "type": "boolean", "default": false }
+            }
+        }))
+    }
 }
 
 impl Fields for KeyRef {}
@@ -73,6 +122,55 @@ pub async fn key_list(ctx: &Ctx<'_>, _: NoFields) -> Result<Outcome, ApiError> {
 pub async fn key_show(ctx: &Ctx<'_>, k: KeyRef) -> Result<Outcome, ApiError> {
     let info = keys(ctx).show(&k.name).map_err(key_error)?;
     Ok(Outcome::Answer(json!(info)))
+}
+
+pub async fn key_authorized_line(ctx: &Ctx<'_>, a: AuthorizedLine) -> Result<Outcome, ApiError> {
+    let path = match (a.path, &a.repository) {
+        (Some(p), _) => p,
+        (None, Some(label)) => configured_path(ctx, label)?,
+        (None, None) => return Err(ApiError::invalid("give path or repository")),
+    };
+    let store = keys(ctx);
+    let line = store
+        .authorized_line(&a.name, &path, a.append_only)
+        .map_err(key_error)?;
+    let info = store.show(&a.name).map_err(key_error)?;
+    Ok(Outcome::Answer(json!({
+        "name": a.name.as_str(),
+        "fingerprint": info.fingerprint,
+        "path": path.as_str(),
+        "append_only": a.append_only,
+        "line": line,
+    })))
+}
+
+/// The path of the one SSH location of `label`'s configuration, checked as a
+/// client's `path` would be.
+fn configured_path(ctx: &Ctx<'_>, label: &RepositoryLabel) -> Result<RestrictPath, ApiError> {
+    let cfg = load(&ctx.repository(label)?)?;
+    let paths: Vec<String> = cfg
+        .repositories()
+        .into_iter()
+        .filter_map(|r| match r.location {
+            Location::Ssh { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
+    match paths.as_slice() {
+        [one] => RestrictPath::parse(one).map_err(|e| {
+            ApiError::invalid(format!(
+                "the ssh:// path of repository {label} cannot be used: {}; give path",
+                e.0
+            ))
+        }),
+        [] => Err(ApiError::invalid(format!(
+            "repository {label} has no ssh:// repository; give path"
+        ))),
+        _ => Err(ApiError::invalid(format!(
+            "repository {label} has {} ssh:// repositories; give path",
+            paths.len()
+        ))),
+    }
 }
 
 pub async fn key_create(ctx: &Ctx<'_>, k: KeyCreate) -> Result<Outcome, ApiError> {

@@ -77,7 +77,46 @@ impl SubPath {
     }
 }
 
-super::string_newtype_conversions!(ArchivePath, SubPath);
+/// An absolute directory on a remote host that `borg serve --restrict-to-path`
+/// confines a key to. It is written into an `authorized_keys` `command="…"`, which
+/// sshd hands to the remote user's shell, so only characters that no shell or
+/// `authorized_keys` parser reads specially are allowed: ASCII letters, digits and
+/// `/ . _ - + @ : , =`. It is absolute, has no empty, `.` or `..` component, and
+/// never starts with `-` (it starts with `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RestrictPath(String);
+
+impl RestrictPath {
+    /// The path in its final form (one trailing `/` removed), if it is one.
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        let normal = match s.strip_suffix('/') {
+            Some(n) if !n.is_empty() => n,
+            _ => s,
+        };
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+@:,=".contains(c);
+        let ok = normal.len() > 1
+            && normal.len() <= 1024
+            && normal.starts_with('/')
+            && normal.chars().all(plain)
+            && normal[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && argv_safe(c));
+        if !ok {
+            return Err(FieldError(format!(
+                "path must be an absolute directory other than / (letters, digits and / . _ - + @ : , = only; no '.', '..' or empty component, no component starting with '-'), got {}",
+                quote(s)
+            )));
+        }
+        Ok(Self(normal.to_string()))
+    }
+    /// The path as written into the forced command.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+super::string_newtype_conversions!(ArchivePath, SubPath, RestrictPath);
 
 #[cfg(test)]
 mod tests {
@@ -95,6 +134,39 @@ mod tests {
         let p = ArchivePath::parse("srv/data").unwrap();
         assert!(p.contains("srv/data") && p.contains("srv/data/x"));
         assert!(!p.contains("srv/database") && !p.contains("srv"));
+    }
+
+    #[test]
+    fn restrict_paths_are_absolute_and_inert_in_a_shell() {
+        assert_eq!(
+            RestrictPath::parse("/srv/borg/nc/").unwrap().as_str(),
+            "/srv/borg/nc"
+        );
+        assert!(RestrictPath::parse("/srv/borg-1/nc_2.x").is_ok());
+        for bad in [
+            "",
+            "/",
+            "//",
+            "srv/borg",
+            "-/x",
+            "/srv/../etc",
+            "/srv/./x",
+            "/srv//x",
+            "/srv/-x",
+            "/srv/a b",
+            "/srv/a\tb",
+            "/srv/a\nb",
+            "/srv/\"x",
+            "/srv/'x",
+            "/srv/$(id)",
+            "/srv/`id`",
+            "/srv/a;b",
+            "/srv/~",
+            "/srv/a\\b",
+            "/srv/Ärger",
+        ] {
+            assert!(RestrictPath::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,10 @@ use proptest::prelude::*;
 use super::borgmatic::{client_args, Action, Borgmatic, JobSecrets, Repository};
 use super::roots;
 use super::ssh::SshDestination;
-use crate::domain::{ArchiveName, ArchivePath, HostName, KeyName, RepositoryLabel, SubPath};
+use crate::domain::{
+    ArchiveName, ArchivePath, HostName, KeyName, MountOptions, RepositoryLabel, RestrictPath,
+    SubPath,
+};
 
 /// Strings an attacker would try: option look-alikes behind slashes, dots and
 /// blanks, `=`-joined flags, control characters, glob and pattern syntax, and
@@ -176,5 +179,43 @@ proptest! {
         prop_assert_eq!(value, archive.as_str());
         clean(value)?;
         prop_assert!(!value.contains(['*', '?', '[', ']', '/', '\\']), "{:?}", value);
+    }
+
+    #[test]
+    fn mount_options_reach_borgmatic_as_one_allow_listed_element(
+        allow_other in any::<bool>(),
+        uid in proptest::option::of(any::<u32>()),
+        gid in proptest::option::of(any::<u32>()),
+        umask in proptest::option::of(prop_oneof!["[0-9]{0,5}".boxed(), hostile().boxed()]),
+    ) {
+        let body = serde_json::json!({
+            "allow_other": allow_other, "uid": uid, "gid": gid, "umask": umask,
+        });
+        let Ok(o) = serde_json::from_value::<MountOptions>(body) else {
+            return Ok(());
+        };
+        match client_args::mount_options(&o) {
+            None => prop_assert!(!allow_other && uid.is_none() && gid.is_none() && umask.is_none()),
+            Some(arg) => {
+                let arg = text(&arg);
+                let value = arg.strip_prefix("--options=").expect("one --options= element");
+                clean(value)?;
+                for opt in value.split(',') {
+                    let (key, v) = opt.split_once('=').unwrap_or((opt, ""));
+                    prop_assert!(["allow_other", "uid", "gid", "umask"].contains(&key), "{opt}");
+                    prop_assert!(v.chars().all(|c| c.is_ascii_digit()), "{opt}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn restrict_paths_hold_nothing_a_shell_or_sshd_reads(s in hostile()) {
+        if let Ok(p) = RestrictPath::parse(&s) {
+            clean(p.as_str())?;
+            prop_assert!(p.as_str().starts_with('/'));
+            prop_assert!(p.as_str().chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@:,=".contains(c)));
+            prop_assert!(p.as_str().split('/').skip(1).all(|c| c != ".." && !c.is_empty()));
+        }
     }
 }

@@ -248,7 +248,7 @@ pub fn document() -> Value {
         "info": {
             "title": "borgmatic-mqtt HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Mirrors the MQTT commands; see topics.md for each command's fields; components.schemas.<group>_<action> holds each command's field schema (an open object where none is written yet)."
+            "description": "Mirrors the MQTT commands; see topics.md for each command's fields; components.schemas.<group>_<action> holds each command's field schema (an open object where none is written yet); envelope fields shared by every command (request_id; timeout_secs on job commands) come besides them."
         },
         "paths": paths,
         "components": {
@@ -290,6 +290,9 @@ mod tests {
             files["required"],
             serde_json::json!(["repository", "archive"])
         );
+        let line = &schemas["ssh_key_authorized_line"];
+        assert_eq!(line["required"], serde_json::json!(["name"]), "{line}");
+        assert_eq!(line["additionalProperties"], false, "{line}");
         for (m, p) in ROUTES {
             assert!(
                 paths[*p][*m]["responses"].is_object(),

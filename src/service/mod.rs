@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use crate::auth::{Role, Tokens};
 use crate::command::{
-    ApiError, Command, CommandName, Envelope, ErrorCode, RepositoryLabel, RequestId, RequestLimits,
-    Response,
+    ApiError, Command, CommandName, Envelope, ErrorCode, Kind, RepositoryLabel, RequestId,
+    RequestLimits, Response,
 };
 use crate::commands::{Ctx, JobPlan, Outcome, RequestSecrets};
 use crate::config::Settings;
@@ -236,7 +236,7 @@ impl Service {
                     command: name,
                     id,
                 };
-                let body = self.body_hash(&envelope.fields, &secrets);
+                let body = self.body_hash(&envelope.fields, &secrets, envelope.timeout_secs);
                 match self.dedup.claim(key, body).await {
                     dedup::Claim::Run(t) => Some(t),
                     dedup::Claim::Replay(resp) => {
@@ -249,9 +249,12 @@ impl Service {
             }
         };
         self.rate_limit(name, &principal).map_err(fail)?;
-        let resp = match Command::parse(name, envelope.fields) {
-            Ok(cmd) if role < cmd.role() => fail(gate::forbidden(name, cmd.role(), role)),
-            Ok(cmd) => self.execute(cmd, rid.clone(), secrets, role).await,
+        let parsed = self
+            .job_timeout(name, envelope.timeout_secs)
+            .and_then(|t| Ok((Command::parse(name, envelope.fields)?, t)));
+        let resp = match parsed {
+            Ok((cmd, _)) if role < cmd.role() => fail(gate::forbidden(name, cmd.role(), role)),
+            Ok((cmd, timeout)) => self.execute(cmd, rid.clone(), secrets, timeout, role).await,
             Err(e) => fail(e),
         };
         if let Some(t) = ticket {
@@ -260,10 +263,18 @@ impl Service {
         Ok(resp)
     }
 
-    /// What identifies a request's content for [`dedup`]: its fields and whether
-    /// (and which) secrets came along, never the token.
-    fn body_hash(&self, fields: &serde_json::Map<String, Value>, secrets: &RequestSecrets) -> u64 {
+    /// What identifies a request's content for [`dedup`]: its fields, its
+    /// `timeout_secs` and whether (and which) secrets came along, never the token.
+    fn body_hash(
+        &self,
+        fields: &serde_json::Map<String, Value>,
+        secrets: &RequestSecrets,
+        timeout_secs: Option<u64>,
+    ) -> u64 {
         let mut bytes = serde_json::to_vec(fields).unwrap_or_default();
+        if let Some(t) = timeout_secs {
+            bytes.extend_from_slice(format!("\0timeout_secs={t}").as_bytes());
+        }
         for s in [&secrets.borg, &secrets.ssh] {
             bytes.push(0);
             if let Some(s) = s {
@@ -273,13 +284,40 @@ impl Service {
         self.dedup.hash(&bytes)
     }
 
+    /// The request's own job timeout (`timeout_secs`), checked against the
+    /// command: only job commands take one, and never more than the command's
+    /// configured timeout (`jobs.timeouts`, else `jobs.default_timeout_secs`).
+    fn job_timeout(
+        &self,
+        name: CommandName,
+        timeout_secs: Option<u64>,
+    ) -> Result<Option<Duration>, ApiError> {
+        let Some(secs) = timeout_secs else {
+            return Ok(None);
+        };
+        if name.kind() != Kind::Job {
+            return Err(ApiError::invalid(format!(
+                "{name} answers at once and takes no timeout_secs"
+            )));
+        }
+        let max = self.settings.jobs.timeout_for(name.as_str()).as_secs();
+        if secs > max {
+            return Err(ApiError::invalid(format!(
+                "timeout_secs {secs} exceeds the maximum of {max} for {name} (jobs.timeouts or jobs.default_timeout_secs)"
+            )));
+        }
+        Ok(Some(Duration::from_secs(secs)))
+    }
+
     /// Runs the command's handler and turns its outcome into the answer: the data,
-    /// or the submitted job's record.
+    /// or the submitted job's record. `timeout` is the request's own, already
+    /// bounded by [`Service::job_timeout`].
     async fn execute(
         &self,
         cmd: Command,
         rid: Option<RequestId>,
         secrets: RequestSecrets,
+        timeout: Option<Duration>,
         role: Role,
     ) -> Response {
         let ssh_key_test_secret = cmd.name() == CommandName::SshKeyTest && secrets.borg.is_none();
@@ -303,7 +341,7 @@ impl Service {
         match cmd.handle(&ctx).await {
             Ok(Outcome::Answer(data)) => Response::ok(rid, None, data),
             Ok(Outcome::AboutJob(id, data)) => Response::ok(rid, Some(id), data),
-            Ok(Outcome::Job(plan)) => match self.submit(plan, rid.clone()) {
+            Ok(Outcome::Job(plan)) => match self.submit(plan, rid.clone(), timeout) {
                 Ok(record) => {
                     let data = serde_json::to_value(&record).unwrap_or(Value::Null);
                     Response::ok(rid, Some(record.job_id), data)
@@ -318,14 +356,17 @@ impl Service {
         &self,
         plan: JobPlan,
         rid: Option<RequestId>,
+        timeout: Option<Duration>,
     ) -> Result<crate::jobs::JobRecord, ApiError> {
+        // The plan's command may differ from the request's; its maximum holds too.
+        let max = self.settings.jobs.timeout_for(plan.name.as_str());
         let spec = JobSpec {
             command: plan.name.as_str(),
             role: plan.name.role(),
             locks: plan.locks,
             repository: plan.repository,
             request_id: rid,
-            timeout: self.settings.jobs.timeout_for(plan.name.as_str()),
+            timeout: timeout.map_or(max, |t| t.min(max)),
             task: plan.task,
             secrets: plan.scrub,
             bypass_limit: plan.bypass_limit,

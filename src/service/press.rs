@@ -55,7 +55,7 @@ impl Service {
         if role < cmd.role() {
             return Response::error(None, gate::forbidden(name, cmd.role(), role));
         }
-        self.execute(cmd, None, RequestSecrets::default(), role)
+        self.execute(cmd, None, RequestSecrets::default(), None, role)
             .await
     }
 }

@@ -113,3 +113,47 @@ fn only_keys_this_worker_made_are_rotated_or_deleted() {
     store.delete(&mine).unwrap();
     assert!(!keys.join("mine").exists() && keys.join("known_hosts").exists());
 }
+
+#[test]
+fn authorized_lines_force_borg_serve_for_keys_made_here_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KeyStore::new(dir.path());
+    let name = KeyName::parse("k").unwrap();
+    let info = store.create(&name, None, "borgmatic-mqtt@nas").unwrap();
+    let path = RestrictPath::parse("/srv/borg/nc").unwrap();
+    let line = store.authorized_line(&name, &path, true).unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "command=\"borg serve --restrict-to-path /srv/borg/nc --append-only\",restrict {}",
+            info.public_key
+        )
+    );
+    let line = store.authorized_line(&name, &path, false).unwrap();
+    assert!(line.starts_with(
+        "command=\"borg serve --restrict-to-path /srv/borg/nc\",restrict ssh-ed25519 "
+    ));
+    assert!(!line.contains('\n'));
+
+    // A key the worker did not make (no mark in its comment) gets no line.
+    let theirs = KeyName::parse("id_ed25519").unwrap();
+    let foreign = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+    std::fs::write(
+        dir.path().join("id_ed25519"),
+        foreign.to_openssh(LineEnding::LF).unwrap().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("id_ed25519.pub"),
+        format!("{}\n", foreign.public_key().to_openssh().unwrap()),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.authorized_line(&theirs, &path, false),
+        Err(KeyError::NotManaged(_))
+    ));
+    assert!(matches!(
+        store.authorized_line(&KeyName::parse("none").unwrap(), &path, false),
+        Err(KeyError::NotFound(_))
+    ));
+}

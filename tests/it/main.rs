@@ -25,6 +25,7 @@ mod maintenance;
 mod nodered;
 mod operator;
 mod partial;
+mod predecessor;
 mod quickstart;
 mod requests;
 mod restore;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, RepositoryLabel};
+use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, MountOptions, RepositoryLabel};
 use crate::exec::roots::Confined;
 
 /// A repository label resolved to its existing configuration file.
@@ -80,6 +80,8 @@ pub enum Action {
         archive: Option<ArchiveName>,
         /// The directory mounted on, under a configured mount root.
         mount_point: Confined,
+        /// Allow-listed FUSE options (`--options`); none when empty.
+        options: MountOptions,
     },
     /// `umount`: undo a [`Action::Mount`].
     Umount {

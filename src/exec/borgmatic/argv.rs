@@ -16,7 +16,7 @@ use super::outcome::Output;
 use super::task::{BorgmaticTask, Confinement};
 use super::{Action, Borgmatic, JobSecrets};
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath, EncryptionMode};
+use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, MountOptions};
 use crate::exec::process::ProcessSpec;
 use crate::exec::roots::Confined;
 
@@ -147,7 +147,8 @@ impl Parts {
             Action::Mount {
                 archive,
                 mount_point,
-            } => Self::mount(archive, mount_point),
+                options,
+            } => Self::mount(archive, mount_point, options),
             Action::Umount { mount_point } => Self::umount(mount_point),
             Action::Check { repair } => Self::check(repair),
             Action::Prune { dry_run } => Parts::new(
@@ -253,16 +254,20 @@ impl Parts {
         }
     }
 
-    fn mount(archive: Option<ArchiveName>, mount_point: Confined) -> Self {
+    fn mount(archive: Option<ArchiveName>, mount_point: Confined, options: MountOptions) -> Self {
         let mut a: Vec<OsString> = vec!["mount".into()];
         if let Some(archive) = &archive {
             a.push(client_args::archive(archive));
+        }
+        if let Some(o) = client_args::mount_options(&options) {
+            a.push(o);
         }
         a.push(eq_path("--mount-point", mount_point.path()));
         let index = a.len() - 1;
         let data = json!({
             "archive": archive.as_ref().map(ArchiveName::as_str),
             "mount_point": mount_point.path(),
+            "options": options,
         });
         let mut parts = Parts::new(a, Output::Static(data));
         // A mount point is passed by name: fusermount resolves it itself.
@@ -276,8 +281,14 @@ impl Parts {
 pub(crate) mod client_args {
     use std::ffi::OsString;
 
-    use crate::domain::{ArchiveName, ArchivePath};
+    use crate::domain::{ArchiveName, ArchivePath, MountOptions};
 
+    /// `--options=allow_other,uid=N,…` (borgmatic passes `-o` and the string to
+    /// `borg mount`); `None` when no option is set. The string holds only what
+    /// [`MountOptions::borg_options`] writes: allow-listed keys and checked numbers.
+    pub fn mount_options(o: &MountOptions) -> Option<OsString> {
+        o.borg_options().map(|s| format!("--options={s}").into())
+    }
     /// `--archive=NAME` (borgmatic passes `REPO::NAME` to borg).
     pub fn archive(a: &ArchiveName) -> OsString {
         format!("--archive={}", a.as_str()).into()
