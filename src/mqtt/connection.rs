@@ -87,31 +87,8 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                correlator.restore_pending(&mut eventloop.pending);
-                // Subscribe before anything else leaves: rumqttc sends `pending` first,
-                // in order, and the publishes carried over from the last connection
-                // can hold an earlier `online`. A client that sees it and asks at
-                // once must find the worker subscribed, also when the broker kept no
-                // session (a restart without persistence forgets subscriptions).
-                eventloop
-                    .pending
-                    .push_front(Request::Subscribe(subscriptions(&link.dispatch)));
-                let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
-                link.dispatch.out.limit.set_broker(broker_max);
-                link.status.set_connected(true);
+                connected(&link, &ack, &mut correlator, &mut eventloop.pending);
                 backoff = Duration::from_millis(250);
-                tracing::info!(
-                    max_packet_bytes = link.dispatch.out.limit.get(),
-                    session_present = ack.session_present,
-                    "connected to the MQTT broker"
-                );
-                let outstanding = correlator.outstanding(tracker);
-                // Never await the client inside the loop that drives it.
-                tokio::spawn(announce(
-                    link.dispatch.clone(),
-                    link.keeper.clone(),
-                    outstanding,
-                ));
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => check_suback(&ack),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => correlator.published(tracker, pkid),
@@ -158,6 +135,38 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
     }
     tracker.closed.store(true, Ordering::Release);
     tracker.space.notify_waiters();
+}
+
+/// A ConnAck: what the last connection left unsent goes out again, behind one
+/// SUBSCRIBE, and the rest of what the worker owns is announced by a task.
+fn connected(
+    link: &Link,
+    ack: &rumqttc::v5::mqttbytes::v5::ConnAck,
+    correlator: &mut Correlator,
+    pending: &mut std::collections::VecDeque<Request>,
+) {
+    correlator.restore_pending(pending);
+    // Subscribe before anything else leaves: rumqttc sends `pending` first, in
+    // order, and the publishes carried over from the last connection can hold an
+    // earlier `online`. A client that sees it and asks at once must find the worker
+    // subscribed, also when the broker kept no session (a restart without
+    // persistence forgets subscriptions).
+    pending.push_front(Request::Subscribe(subscriptions(&link.dispatch)));
+    let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+    link.dispatch.out.limit.set_broker(broker_max);
+    link.status.set_connected(true);
+    tracing::info!(
+        max_packet_bytes = link.dispatch.out.limit.get(),
+        session_present = ack.session_present,
+        "connected to the MQTT broker"
+    );
+    let outstanding = correlator.outstanding(&link.dispatch.out.tracker);
+    // Never await the client inside the loop that drives it.
+    tokio::spawn(announce(
+        link.dispatch.clone(),
+        link.keeper.clone(),
+        outstanding,
+    ));
 }
 
 /// Everything the worker subscribes to, in one SUBSCRIBE sent first on every connect.
