@@ -27,6 +27,7 @@ fn backup_run_defaults() {
     );
 }
 
+/// Long on purpose: one row per refused request, so a new command adds its rows here.
 #[test]
 fn unknown_fields_wrong_types_and_traversal_are_invalid() {
     for (name, body) in [
