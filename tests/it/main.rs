@@ -6,6 +6,7 @@ mod helpers;
 
 mod api_schema;
 mod archive_files;
+mod archive_ops;
 mod backup;
 mod config_inspection;
 mod confinement;
