@@ -3,7 +3,7 @@
 //! (min–max) of several runs per figure. Speed and memory live here, never in tests.
 //!
 //! - `BENCH_RUNS` (default 5): runs per figure.
-//! - `BENCH_ONLY=overhead,stream,fanout,latency,slow,memory,store`: a subset.
+//! - `BENCH_ONLY=overhead,latest,stream,fanout,latency,slow,memory,store`: a subset.
 //! - `BENCH_BIG=0`: skip the 1,000,000-line stream.
 
 #[path = "../tests/it/helpers/mod.rs"]
@@ -408,6 +408,88 @@ async fn overhead(t: &mut Table, broker: &Broker, runs: usize) {
     t.add("archive/list: borgmatic run directly", direct, "ms", "");
     t.add("archive/list over MQTT (publish → result)", mqtt, "ms", "");
     t.add("overhead: MQTT ÷ direct", ratio, "×", "≤ 1.03");
+}
+
+/// Figure 1b: repo/latest-stats over MQTT against the fastest borgmatic run that
+/// gives the same answer (`info --json --last 1`, one borg call), A B A B; and
+/// `info --archive latest` (what the worker ran before: a listing, then info).
+async fn latest_stats(t: &mut Table, broker: &Broker, runs: usize) {
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let cfg = repos.config_dir().join("nc.yaml");
+    for i in 0..3 {
+        std::fs::write(repos.source("nc").join(format!("f{i}")), format!("{i}")).unwrap();
+        let out = repos.borgmatic(&cfg, &["create"]).output().unwrap();
+        assert!(out.status.success());
+    }
+    let worker = Worker::start(broker, &repos, &[("BMQTT_LOG__LEVEL", "warn")]).await;
+    let mut c = Lean::connect(broker).await;
+    // The start-up health probe holds the repository briefly: await its report.
+    let health = worker.topic("repos/nc/health");
+    c.subscribe(health.clone()).await;
+    while let Some((topic, _)) = c.rx.recv().await {
+        if topic == health {
+            break;
+        }
+    }
+    c.subscribe(worker.topic("jobs/+/result")).await;
+    c.hear_answers(&worker.base).await;
+    let time_direct = |args: &[&str]| {
+        let t0 = Instant::now();
+        let out = repos.borgmatic(&cfg, args).output().unwrap();
+        assert!(out.status.success());
+        (t0.elapsed().as_secs_f64(), out.stdout)
+    };
+    let (mut direct, mut old, mut mqtt, mut ratio) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (a, out) = time_direct(&["info", "--json", "--last", "1"]);
+        let (o, latest) = time_direct(&["info", "--json", "--archive", "latest"]);
+        let same = |v: &[u8]| serde_json::from_slice::<Value>(v).unwrap()[0]["archives"][0].clone();
+        assert_eq!(
+            same(&out),
+            same(&latest),
+            "--last 1 and --archive latest differ"
+        );
+        let t0 = Instant::now();
+        let r = c
+            .request(
+                &worker.base,
+                "repo/latest-stats",
+                json!({"token": READ_TOKEN, "repository": "nc"}),
+            )
+            .await;
+        c.succeeded(&worker, &r).await;
+        let b = t0.elapsed().as_secs_f64();
+        direct.push(a * 1000.0);
+        old.push(o * 1000.0);
+        mqtt.push(b * 1000.0);
+        ratio.push(b / a);
+    }
+    t.add(
+        "repo/latest-stats: borgmatic `info --last 1` run directly",
+        direct,
+        "ms",
+        "",
+    );
+    t.add(
+        "repo/latest-stats: borgmatic `info --archive latest` run directly (before)",
+        old,
+        "ms",
+        "",
+    );
+    t.add(
+        "repo/latest-stats over MQTT (publish → result)",
+        mqtt,
+        "ms",
+        "",
+    );
+    t.add(
+        "overhead: latest-stats over MQTT ÷ direct",
+        ratio,
+        "×",
+        "≤ 1.05",
+    );
 }
 
 /// A worker on the stand-in, with HTTP, no rate limits in the way.
@@ -971,6 +1053,10 @@ async fn main() {
     if wanted("overhead") {
         eprintln!("overhead…");
         overhead(&mut t, &broker, runs).await;
+    }
+    if wanted("latest") {
+        eprintln!("latest-stats…");
+        latest_stats(&mut t, &broker, runs).await;
     }
     if wanted("stream") {
         eprintln!("stream…");

@@ -118,6 +118,22 @@ impl BorgmaticConfig {
             .collect()
     }
 
+    /// The `name` of every database the configuration's database hooks dump
+    /// (`sqlite_databases`, `postgresql_databases`, … : every top-level
+    /// `*_databases` list).
+    pub fn database_names(&self) -> Vec<String> {
+        let Some(top) = self.doc.as_object() else {
+            return Vec::new();
+        };
+        top.iter()
+            .filter(|(k, _)| k.ends_with("_databases"))
+            .filter_map(|(_, v)| v.as_array())
+            .flatten()
+            .filter_map(|db| db.get("name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// A top-level option's value, when it is a string.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.doc.get(key).and_then(Value::as_str)

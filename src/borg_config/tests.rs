@@ -202,3 +202,26 @@ fn identity_files_come_from_ssh_command() {
     let defaults = ssh_identity_files(&p);
     assert!(defaults.iter().any(|k| k.ends_with(".ssh/id_ed25519")));
 }
+
+#[test]
+fn database_names_come_from_every_database_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, SECRETFUL).unwrap();
+    let c = BorgmaticConfig::load(&p).unwrap();
+    let mut names = c.database_names();
+    names.sort();
+    assert_eq!(names, ["nextcloud", "x"]);
+    std::fs::write(
+        &p,
+        "sqlite_databases:\n  - name: app\n    path: /tmp/app.db\n",
+    )
+    .unwrap();
+    let c = BorgmaticConfig::load(&p).unwrap();
+    assert_eq!(c.database_names(), ["app"]);
+    std::fs::write(&p, "source_directories: [/x]\n").unwrap();
+    assert!(BorgmaticConfig::load(&p)
+        .unwrap()
+        .database_names()
+        .is_empty());
+}

@@ -1,5 +1,5 @@
 //! Archives: `archive/list`, `archive/info`, `archive/files`, `archive/extract`,
-//! `archive/mount`, `archive/umount`, `archive/delete`.
+//! `archive/export-tar`, `archive/mount`, `archive/umount`, `archive/delete`.
 //!
 //! May import: `domain`, `exec::borgmatic`, `jobs` (the `Task` interface); `nix`
 //! for the user and group database.
@@ -11,7 +11,7 @@ use super::context::{fuse, no_repo, Ctx, Outcome};
 use super::fields::on_repository;
 use super::response::ApiError;
 use super::{CommandName, Fields, Schema};
-use crate::domain::{ArchiveName, ArchivePath, MountOptions, RepositoryLabel, SubPath};
+use crate::domain::{ArchiveName, ArchivePath, MountOptions, RepositoryLabel, RootPath, SubPath};
 use crate::exec::borgmatic::Action;
 
 mod delete;
@@ -54,7 +54,8 @@ pub struct Info {
     pub archive: Option<ArchiveName>,
 }
 
-/// `archive/extract`: into `<restore_root>/<destination>`, optionally only `paths`.
+/// `archive/extract`: into `<restore_root>/<destination>` (or an absolute
+/// destination inside the restore root), optionally only `paths`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extract {
@@ -62,7 +63,20 @@ pub struct Extract {
     pub archive: ArchiveName,
     #[serde(default)]
     pub paths: Vec<ArchivePath>,
-    pub destination: SubPath,
+    pub destination: RootPath,
+}
+
+/// `archive/export-tar`: the archive, or only `paths` of it, as a new tar file at
+/// `destination` below the restore root (relative, or absolute inside the root).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTar {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    #[serde(default)]
+    pub paths: Vec<ArchivePath>,
+    /// The tar file: its name ends with `.tar` and names nothing that exists yet.
+    pub destination: RootPath,
 }
 
 /// `archive/mount`: at `<mount_root>/<mount_point>`, with allow-listed options.
@@ -123,7 +137,7 @@ impl Fields for Delete {
     }
 }
 
-on_repository!(List, Info, Extract, Mount, Umount);
+on_repository!(List, Info, Extract, ExportTar, Mount, Umount);
 
 /// `archive/files`: one page of an archive's contents under an optional path
 /// (borgmatic `list --archive … --json`), so a user can browse before restoring.
@@ -245,13 +259,26 @@ pub(super) async fn info(ctx: &Ctx<'_>, c: Info) -> Result<Outcome, ApiError> {
 
 pub(super) async fn extract(ctx: &Ctx<'_>, c: Extract) -> Result<Outcome, ApiError> {
     let root = &ctx.settings.borgmatic.restore_root;
-    let destination = ctx.below(root, &c.destination, false)?;
+    let sub = ctx.sub_below(root, &c.destination)?;
+    let destination = ctx.below(root, &sub, false)?;
     let action = Action::Extract {
         archive: c.archive,
         paths: c.paths,
         destination,
     };
     ctx.borgmatic_job(CommandName::ArchiveExtract, c.repository, action)
+}
+
+pub(super) async fn export_tar(ctx: &Ctx<'_>, c: ExportTar) -> Result<Outcome, ApiError> {
+    let root = &ctx.settings.borgmatic.restore_root;
+    let (directory, file) = ctx.new_file_below(root, &c.destination, ".tar")?;
+    let action = Action::ExportTar {
+        archive: c.archive,
+        paths: c.paths,
+        directory,
+        file,
+    };
+    ctx.borgmatic_job(CommandName::ArchiveExportTar, c.repository, action)
 }
 
 pub(super) async fn mount(ctx: &Ctx<'_>, c: Mount) -> Result<Outcome, ApiError> {

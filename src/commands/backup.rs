@@ -1,5 +1,6 @@
-//! `backup/run` (borgmatic `create`) and `backup/verify` (the restore drill), and
-//! what a backup's result means (see [`CommandName::is_backup`]).
+//! `backup/run` (borgmatic `create`), `backup/verify` (the restore drill),
+//! `backup/restore-dumps` (borgmatic `restore` of database dumps), and what a
+//! backup's result means (see [`CommandName::is_backup`]).
 //!
 //! May import: `domain`, `exec` (`borgmatic`, `verify`), `jobs` (lock keys).
 
@@ -9,7 +10,7 @@ use super::context::{load, Ctx, Outcome, AIO_LOCK};
 use super::fields::{on_repository, yes};
 use super::response::ApiError;
 use super::{CommandName, Fields};
-use crate::domain::{ArchiveName, RepositoryLabel};
+use crate::domain::{quote, ArchiveName, DatabaseName, RepositoryLabel};
 use crate::exec::borgmatic::Action;
 
 /// `backup/run`: borgmatic `create`.
@@ -56,6 +57,72 @@ impl Fields for Verify {
     fn repository(&self) -> Option<&RepositoryLabel> {
         Some(&self.repository)
     }
+}
+
+/// The lock key every `backup/restore-dumps` job holds.
+const RESTORE_LOCK: &str = "restore-dumps";
+
+/// `backup/restore-dumps`: borgmatic `restore` of database dumps from an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreDumps {
+    pub repository: RepositoryLabel,
+    pub archive: ArchiveName,
+    /// Only these databases, each one a database hook of the repository's
+    /// configuration names; every dump in the archive when empty.
+    #[serde(default)]
+    pub databases: Vec<DatabaseName>,
+}
+
+impl Fields for RestoreDumps {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.databases.len() > 100 {
+            return Err(ApiError::invalid("at most 100 databases"));
+        }
+        Ok(())
+    }
+    fn repository(&self) -> Option<&RepositoryLabel> {
+        Some(&self.repository)
+    }
+}
+
+pub(super) async fn restore_dumps(ctx: &Ctx<'_>, c: RestoreDumps) -> Result<Outcome, ApiError> {
+    let repo = ctx.repository(&c.repository)?;
+    let configured = load(&repo)?.database_names();
+    if configured.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "the configuration of {} names no database (sqlite_databases, postgresql_databases, …): there is nothing to restore",
+            c.repository
+        )));
+    }
+    if let Some(unknown) = c
+        .databases
+        .iter()
+        .find(|d| !configured.iter().any(|n| n == d.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "database {} is not one the configuration of {} names ({})",
+            quote(unknown.as_str()),
+            c.repository,
+            configured.join(", ")
+        )));
+    }
+    let action = Action::RestoreDumps {
+        archive: c.archive,
+        databases: c.databases,
+    };
+    // One restore at a time: their runtime directories are found by the same glob.
+    let secrets = ctx.job_secrets(&c.repository)?;
+    let task = ctx.borgmatic.task(&repo, &secrets, action);
+    let locks = vec![crate::jobs::repo_lock(&c.repository), RESTORE_LOCK.into()];
+    let scrub = ctx.secrets.values();
+    ctx.job(
+        CommandName::BackupRestoreDumps,
+        Some(c.repository),
+        locks,
+        Box::new(task),
+        scrub,
+    )
 }
 
 pub(super) async fn run(ctx: &Ctx<'_>, c: Run) -> Result<Outcome, ApiError> {

@@ -11,7 +11,7 @@ use super::response::{ApiError, ErrorCode};
 use crate::borg_config::BorgmaticConfig;
 use crate::config::Settings;
 use crate::docker::Engine;
-use crate::domain::{JobId, RepositoryLabel, Role, Secret, SubPath};
+use crate::domain::{JobId, RepositoryLabel, Role, RootPath, Secret, SubPath};
 use crate::exec::borgmatic::{Borgmatic, JobSecrets, Repository};
 use crate::exec::policy::ExecPolicy;
 use crate::exec::roots::{self, RootError};
@@ -172,14 +172,60 @@ impl Ctx<'_> {
         } else {
             roots::resolve_below(root, sub)
         };
-        r.map_err(|e| match e {
-            RootError::MissingRoot(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
-            RootError::Escapes(_) => ApiError::invalid(e.to_string()),
-            RootError::Create { .. } if existing => {
-                ApiError::new(ErrorCode::NotFound, e.to_string())
-            }
-            RootError::Create { .. } => ApiError::invalid(e.to_string()),
+        r.map_err(|e| root_error(e, existing))
+    }
+
+    /// A client's path below `root` in its final form: relative as written, or
+    /// absolute and inside the root (as configured, or canonical as the worker's
+    /// answers give it); anything else is `invalid`.
+    pub(super) fn sub_below(
+        &self,
+        root: &std::path::Path,
+        path: &RootPath,
+    ) -> Result<SubPath, ApiError> {
+        let canonical = roots::canonical_root(root);
+        let mut candidates = vec![root];
+        candidates.extend(canonical.as_deref());
+        path.below(&candidates).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{} is not below the configured root {}; refused (confinement)",
+                crate::domain::quote(path.as_str()),
+                root.display()
+            ))
         })
+    }
+
+    /// A new file below `root`: its directory confined (created when missing, no
+    /// symbolic link on the way) and the file's name, which must end with
+    /// `suffix` and name nothing that exists yet.
+    pub(super) fn new_file_below(
+        &self,
+        root: &std::path::Path,
+        path: &RootPath,
+        suffix: &str,
+    ) -> Result<(roots::Confined, String), ApiError> {
+        let sub = self.sub_below(root, path)?;
+        let (parent, name) = match sub.as_str().rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, sub.as_str()),
+        };
+        if name.len() <= suffix.len() || !name.ends_with(suffix) {
+            return Err(ApiError::invalid(format!(
+                "the file's name must end with {suffix}, got {}",
+                crate::domain::quote(name)
+            )));
+        }
+        let dir = match parent {
+            Some(p) => {
+                let p = SubPath::parse(p).map_err(|e| ApiError::invalid(e.to_string()))?;
+                self.below(root, &p, false)?
+            }
+            None => roots::root_itself(root).map_err(|e| root_error(e, false))?,
+        };
+        dir.reopen()
+            .and_then(|pinned| pinned.absent(name))
+            .map_err(|e| root_error(e, false))?;
+        Ok((dir, name.to_string()))
     }
 
     /// One repository's configuration, or all of them.
@@ -207,6 +253,16 @@ impl Ctx<'_> {
             .into_iter()
             .filter_map(|repo| BorgmaticConfig::load(&repo.config).ok().map(|c| (repo, c)))
             .collect()
+    }
+}
+
+/// A confinement refusal as the client sees it.
+fn root_error(e: RootError, existing: bool) -> ApiError {
+    match e {
+        RootError::MissingRoot(_) => ApiError::new(ErrorCode::Unavailable, e.to_string()),
+        RootError::Escapes(_) | RootError::Exists(_) => ApiError::invalid(e.to_string()),
+        RootError::Create { .. } if existing => ApiError::new(ErrorCode::NotFound, e.to_string()),
+        RootError::Create { .. } => ApiError::invalid(e.to_string()),
     }
 }
 

@@ -107,10 +107,12 @@ macro_rules! commands {
 commands! {
     BackupRun => "backup/run", Write, Job, backup::Run, backup::run;
     BackupVerify => "backup/verify", Write, Job, backup::Verify, backup::verify;
+    BackupRestoreDumps => "backup/restore-dumps", Admin, Job, backup::RestoreDumps, backup::restore_dumps;
     ArchiveList => "archive/list", Read, Job, archive::List, archive::list;
     ArchiveInfo => "archive/info", Read, Job, archive::Info, archive::info;
     ArchiveFiles => "archive/files", Read, Job, archive::Files, archive::files;
     ArchiveExtract => "archive/extract", Write, Job, archive::Extract, archive::extract;
+    ArchiveExportTar => "archive/export-tar", Write, Job, archive::ExportTar, archive::export_tar;
     ArchiveMount => "archive/mount", Write, Job, archive::Mount, archive::mount;
     ArchiveUmount => "archive/umount", Write, Job, archive::Umount, archive::umount;
     ArchiveDelete => "archive/delete", Admin, Job, archive::Delete, archive::delete;

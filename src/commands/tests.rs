@@ -46,7 +46,31 @@ fn unknown_fields_wrong_types_and_traversal_are_invalid() {
         ),
         (
             "archive/extract",
-            json!({"repository": "nc", "archive": "a", "destination": "/etc"}),
+            json!({"repository": "nc", "archive": "a", "destination": "/etc/../x"}),
+        ),
+        (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": "a", "destination": "-"}),
+        ),
+        (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": "a", "destination": "../x.tar"}),
+        ),
+        (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": "a", "destination": "x.tar", "paths": ["-x"]}),
+        ),
+        (
+            "backup/restore-dumps",
+            json!({"repository": "nc", "archive": "a", "databases": ["app*"]}),
+        ),
+        (
+            "backup/restore-dumps",
+            json!({"repository": "nc", "archive": "a", "databases": ["--hostname=evil"]}),
+        ),
+        (
+            "backup/restore-dumps",
+            json!({"repository": "nc", "archive": "a", "hostname": "evil"}),
         ),
         (
             "archive/extract",

@@ -119,7 +119,38 @@ impl HostName {
     }
 }
 
-super::string_newtype_conversions!(RepositoryLabel, KeyName, HostName);
+/// The name of a database as a borgmatic database hook names it (`name:` of an
+/// entry of `sqlite_databases`, `postgresql_databases`, …): 1 to 255 printable
+/// characters, never an option, and never a pattern (borgmatic `restore` matches
+/// `--data-source` with `fnmatch`, so `*`, `?`, `[`, `]` would select others).
+/// Whether the repository's configuration names it is the handler's check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DatabaseName(String);
+
+impl DatabaseName {
+    /// The name, if it is one (never a pattern, never an option).
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        if s.is_empty()
+            || s.len() > 255
+            || !super::argv_safe(s)
+            || s.ends_with(char::is_whitespace)
+            || s.contains(['*', '?', '[', ']', '\\'])
+        {
+            return Err(FieldError(format!(
+                "database must be a configured database name (1 to 255 printable characters, no glob characters, not starting with '-' or a blank), got {}",
+                quote(s)
+            )));
+        }
+        Ok(Self(s.to_string()))
+    }
+    /// The name as borgmatic receives it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+super::string_newtype_conversions!(RepositoryLabel, KeyName, HostName, DatabaseName);
 
 /// Checks a topic prefix: no wildcards, no empty levels, no leading `$`.
 pub fn validate_topic_base(base: &str) -> Result<(), String> {

@@ -118,6 +118,47 @@ impl RestrictPath {
 
 super::string_newtype_conversions!(ArchivePath, SubPath, RestrictPath);
 
+/// A path below one of the worker's roots as a client may write it: relative to the
+/// root (a [`SubPath`]), or absolute and inside the root (as the worker's own
+/// answers give it back). Either way its components follow [`SubPath`]'s rules;
+/// [`RootPath::below`] turns it into the [`SubPath`] below a root, the form that is
+/// finally confined and used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RootPath(String);
+
+impl RootPath {
+    /// The path, if it is a [`SubPath`] or `/` followed by one.
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        SubPath::parse(s.strip_prefix('/').unwrap_or(s)).map_err(|_| {
+            FieldError(format!(
+                "must be a path below the configured root, relative to it or absolute (no '.' or '..', no empty component, no component starting with '-' or a blank, no shell syntax), got {}",
+                quote(s)
+            ))
+        })?;
+        Ok(Self(s.to_string()))
+    }
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The part of this path below the first of `roots` (absolute paths) it lies
+    /// in, or itself when it is relative; `None` when it is absolute and lies in
+    /// none of them, or names a root itself.
+    pub fn below(&self, roots: &[&std::path::Path]) -> Option<SubPath> {
+        if !self.0.starts_with('/') {
+            return SubPath::parse(&self.0).ok();
+        }
+        let path = std::path::Path::new(&self.0);
+        roots.iter().find_map(|root| {
+            let rest = path.strip_prefix(root).ok()?.to_str()?;
+            SubPath::parse(rest).ok()
+        })
+    }
+}
+
+super::string_newtype_conversions!(RootPath);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +207,37 @@ mod tests {
             "/srv/Ärger",
         ] {
             assert!(RestrictPath::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn root_paths_are_relative_or_inside_a_root() {
+        let root = std::path::Path::new("/restore");
+        let canonical = std::path::Path::new("/data/restore");
+        let below = |s: &str| {
+            RootPath::parse(s)
+                .unwrap()
+                .below(&[root, canonical])
+                .map(|p| p.as_str().to_string())
+        };
+        assert_eq!(below("a/b").as_deref(), Some("a/b"));
+        assert_eq!(below("/restore/a/b").as_deref(), Some("a/b"));
+        assert_eq!(below("/data/restore/x").as_deref(), Some("x"));
+        assert_eq!(below("/restore"), None, "the root itself");
+        assert_eq!(below("/restored/x"), None, "a sibling sharing a prefix");
+        assert_eq!(below("/etc/passwd"), None);
+        for bad in [
+            "",
+            "/",
+            "//x",
+            "/restore/../etc",
+            "/restore/./x",
+            "-x",
+            "/restore/-x",
+            "/a//b",
+            "/x;id",
+        ] {
+            assert!(RootPath::parse(bad).is_err(), "{bad:?}");
         }
     }
 

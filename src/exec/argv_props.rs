@@ -14,8 +14,8 @@ use super::borgmatic::{client_args, Action, Borgmatic, JobSecrets, Repository};
 use super::roots;
 use super::ssh::SshDestination;
 use crate::domain::{
-    ArchiveName, ArchivePath, HostName, KeyName, MountOptions, RepositoryLabel, RestrictPath,
-    SubPath,
+    ArchiveName, ArchivePath, DatabaseName, HostName, KeyName, MountOptions, RepositoryLabel,
+    RestrictPath, RootPath, SubPath,
 };
 
 /// Strings an attacker would try: option look-alikes behind slashes, dots and
@@ -98,6 +98,35 @@ proptest! {
             let dd = argv.iter().position(|a| a == "--").expect("--");
             prop_assert_eq!(argv.len(), dd + 3, "the destination is one element");
             clean(&text(&argv[dd + 1]))?;
+        }
+    }
+
+    #[test]
+    fn database_names_reach_borgmatic_as_one_literal_name(s in hostile()) {
+        if let Ok(d) = DatabaseName::parse(&s) {
+            clean(d.as_str())?;
+            prop_assert!(!d.as_str().contains(['*', '?', '[', ']']), "{:?} is a pattern", d);
+            let arg = text(&client_args::data_source(&d));
+            prop_assert_eq!(arg.strip_prefix("--data-source="), Some(d.as_str()));
+        }
+    }
+
+    #[test]
+    fn root_paths_never_name_anything_outside_their_root(s in hostile(), abs in any::<bool>()) {
+        let s = if abs { format!("/restore/{s}") } else { s };
+        if let Ok(p) = RootPath::parse(&s) {
+            let root = std::path::Path::new("/restore");
+            if let Some(sub) = p.below(&[root]) {
+                let joined = root.join(sub.as_str());
+                prop_assert!(joined.starts_with(root) && joined != root, "{:?}", joined);
+                prop_assert!(joined.components().all(|c| matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )), "{:?}", joined);
+                for c in sub.as_str().split('/') {
+                    clean(c)?;
+                }
+            }
         }
     }
 

@@ -30,6 +30,9 @@ pub enum RootError {
         "{0} leaves the configured root or passes through a symbolic link; refused (confinement)"
     )]
     Escapes(String),
+    /// A file to be written exists already (it is never overwritten).
+    #[error("{0} exists already; refused (a file is never overwritten)")]
+    Exists(String),
     /// The directory could not be created below the root.
     #[error("cannot create {path}: {reason}")]
     Create {
@@ -46,7 +49,8 @@ pub enum RootError {
 pub struct Confined {
     /// The root, canonical (the administrator's root may itself be a link).
     root: PathBuf,
-    sub: SubPath,
+    /// `None`: the root itself.
+    sub: Option<SubPath>,
     /// `<root>/<sub>`.
     path: PathBuf,
     /// Must exist already (unmounting); otherwise missing directories are made.
@@ -71,14 +75,59 @@ impl Pinned {
     /// long as this value lives: following it reaches the checked directory whatever
     /// happened to its ancestors since. The plain path where `/proc` is missing.
     pub fn arg_path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
         match &self.dir {
-            Some(d) if Path::new("/proc/self/fd").is_dir() => {
-                PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), d.as_raw_fd()))
-            }
-            _ => self.path.clone(),
+            Some(d) => fd_path(d).unwrap_or_else(|| self.path.clone()),
+            None => self.path.clone(),
         }
     }
+
+    /// Creates the file `name` (one plain component) in the directory held open,
+    /// only if nothing of that name exists, not even a symbolic link: the file is
+    /// new, and it is the worker's. [`RootError::Exists`] when the name is taken.
+    pub fn create_new(&self, name: &str) -> Result<cap_std::fs::File, RootError> {
+        let dir = self.dir.as_ref().ok_or_else(|| RootError::Create {
+            path: name.to_string(),
+            reason: "its directory is not open".into(),
+        })?;
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        dir.open_with(name, &opts).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => RootError::Exists(name.to_string()),
+            _ => RootError::Create {
+                path: name.to_string(),
+                reason: e.to_string(),
+            },
+        })
+    }
+
+    /// [`RootError::Exists`] when anything named `name` (a file, a directory, a
+    /// symbolic link, even a dangling one) is in the directory held open.
+    pub fn absent(&self, name: &str) -> Result<(), RootError> {
+        match self.dir.as_ref().map(|d| d.symlink_metadata(name)) {
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Some(Err(e)) => Err(RootError::Create {
+                path: name.to_string(),
+                reason: e.to_string(),
+            }),
+            _ => Err(RootError::Exists(name.to_string())),
+        }
+    }
+
+    /// Removes the file `name` from the directory held open (what a failed job
+    /// made); errors are ignored, the file may be gone.
+    pub fn remove(&self, name: &str) {
+        if let Some(d) = &self.dir {
+            let _ = d.remove_file(name);
+        }
+    }
+}
+
+/// `/proc/<pid>/fd/<n>`: a path naming exactly the open file or directory `f`, for
+/// as long as it stays open; `None` where `/proc` is missing.
+pub fn fd_path(f: &impl std::os::fd::AsRawFd) -> Option<PathBuf> {
+    Path::new("/proc/self/fd")
+        .is_dir()
+        .then(|| PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())))
 }
 
 fn open_root(root: &Path) -> Result<(PathBuf, Dir), RootError> {
@@ -99,12 +148,17 @@ impl Confined {
     /// creating what is missing (unless it must exist), and holds it open.
     pub fn reopen(&self) -> Result<Pinned, RootError> {
         let (_, mut dir) = open_root(&self.root)?;
-        let escapes = || RootError::Escapes(self.sub.as_str().to_string());
+        let sub = self.sub.as_ref().map_or("", SubPath::as_str);
+        let escapes = || RootError::Escapes(sub.to_string());
         let create_err = |e: std::io::Error| RootError::Create {
-            path: self.sub.as_str().to_string(),
+            path: sub.to_string(),
             reason: e.to_string(),
         };
-        let parts: Vec<&str> = self.sub.as_str().split('/').collect();
+        let parts: Vec<&str> = if sub.is_empty() {
+            Vec::new()
+        } else {
+            sub.split('/').collect()
+        };
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let meta = match dir.symlink_metadata(part) {
@@ -161,12 +215,12 @@ impl Confined {
     }
 }
 
-fn confine(root: &Path, sub: &SubPath, existing: bool) -> Result<Confined, RootError> {
+fn confine(root: &Path, sub: Option<&SubPath>, existing: bool) -> Result<Confined, RootError> {
     let (real, _) = open_root(root)?;
     let c = Confined {
-        path: real.join(sub.as_str()),
+        path: sub.map_or_else(|| real.clone(), |s| real.join(s.as_str())),
         root: real,
-        sub: sub.clone(),
+        sub: sub.cloned(),
         existing,
     };
     c.reopen()?;
@@ -175,12 +229,24 @@ fn confine(root: &Path, sub: &SubPath, existing: bool) -> Result<Confined, RootE
 
 /// `<root>/<sub>`, created when missing, with no symbolic link on the way.
 pub fn resolve_below(root: &Path, sub: &SubPath) -> Result<Confined, RootError> {
-    confine(root, sub, false)
+    confine(root, Some(sub), false)
+}
+
+/// The root itself, held open like any directory below it (a file written
+/// directly into the root).
+pub fn root_itself(root: &Path) -> Result<Confined, RootError> {
+    confine(root, None, false)
+}
+
+/// The root as the worker names it in answers: canonical (the configured root may
+/// itself be a link); `None` when it does not exist.
+pub fn canonical_root(root: &Path) -> Option<PathBuf> {
+    root.canonicalize().ok()
 }
 
 /// `<root>/<sub>` for an existing path (unmounting), with the same confinement.
 pub fn existing_below(root: &Path, sub: &SubPath) -> Result<Confined, RootError> {
-    confine(root, sub, true)
+    confine(root, Some(sub), true)
 }
 
 /// Why FUSE mounts cannot work here, if they cannot.
@@ -262,6 +328,38 @@ mod tests {
         std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
         assert!(matches!(accepted.reopen(), Err(RootError::Escapes(_))));
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_new_file_is_made_only_where_nothing_of_its_name_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("restore");
+        std::fs::create_dir(&root).unwrap();
+        let outside = dir.path().join("outside.tar");
+        std::os::unix::fs::symlink(&outside, root.join("link.tar")).unwrap();
+        std::fs::write(root.join("there.tar"), "old").unwrap();
+        let pinned = root_itself(&root).unwrap().reopen().unwrap();
+        for taken in ["link.tar", "there.tar"] {
+            assert_eq!(pinned.absent(taken), Err(RootError::Exists(taken.into())));
+            assert!(matches!(
+                pinned.create_new(taken),
+                Err(RootError::Exists(_))
+            ));
+        }
+        assert!(!outside.exists(), "a dangling link was followed");
+        assert_eq!(
+            std::fs::read_to_string(root.join("there.tar")).unwrap(),
+            "old"
+        );
+        pinned.absent("new.tar").unwrap();
+        let f = pinned.create_new("new.tar").unwrap();
+        std::fs::write(fd_path(&f).unwrap(), "tar").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("new.tar")).unwrap(),
+            "tar"
+        );
+        pinned.remove("new.tar");
+        assert!(!root.join("new.tar").exists());
     }
 
     #[test]

@@ -185,6 +185,36 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
             false,
         ),
         (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
+            "archive",
+            false,
+        ),
+        (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
+            "paths",
+            true,
+        ),
+        (
+            "archive/export-tar",
+            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
+            "destination",
+            false,
+        ),
+        (
+            "backup/restore-dumps",
+            json!({"repository": "nc", "archive": archive}),
+            "archive",
+            false,
+        ),
+        (
+            "backup/restore-dumps",
+            json!({"repository": "nc", "archive": archive}),
+            "databases",
+            true,
+        ),
+        (
             "archive/info",
             json!({"repository": "nc", "archive": archive}),
             "archive",

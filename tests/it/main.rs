@@ -7,6 +7,7 @@ mod helpers;
 mod admin_ops;
 mod api_schema;
 mod archive_files;
+mod archive_ops;
 mod backup;
 mod config_inspection;
 mod confinement;

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, MountOptions, RepositoryLabel};
+use crate::domain::{
+    ArchiveName, ArchivePath, DatabaseName, EncryptionMode, MountOptions, RepositoryLabel,
+};
 use crate::exec::roots::Confined;
 
 /// A repository label resolved to its existing configuration file.
@@ -61,7 +63,7 @@ pub enum Action {
         /// The archive described.
         archive: ArchiveName,
     },
-    /// `info` of the newest archive, read for its statistics.
+    /// `info --last 1`: the newest archive, read for its statistics.
     LatestStats,
     /// `repo-info`: the repository's size, encryption and cache figures.
     RepoInfo,
@@ -73,6 +75,28 @@ pub enum Action {
         paths: Vec<ArchivePath>,
         /// Where the files are written, under a configured restore root.
         destination: Confined,
+    },
+    /// `export-tar`: an archive, or paths of it, as a new tar file in a confined
+    /// directory.
+    ExportTar {
+        /// The archive exported.
+        archive: ArchiveName,
+        /// Path prefixes inside the archive; all of it when empty.
+        paths: Vec<ArchivePath>,
+        /// The directory the file is written in, under a configured restore root.
+        directory: Confined,
+        /// The tar file's name in `directory`: one plain component, ending `.tar`;
+        /// created by the worker when the job starts, only if it does not exist.
+        file: String,
+    },
+    /// `restore`: database dumps of an archive, back into the databases the
+    /// configuration's hooks name.
+    RestoreDumps {
+        /// The archive restored from.
+        archive: ArchiveName,
+        /// Only these databases (each one the configuration names); every dump in
+        /// the archive when empty.
+        databases: Vec<DatabaseName>,
     },
     /// `mount`: the repository, or one archive, as a FUSE file system.
     Mount {

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::outcome::Output;
-use super::task::{BorgmaticTask, Confinement};
+use super::task::{BorgmaticTask, Confinement, JOB_RUNTIME_PREFIX, RESTORE_RUNTIME_PREFIX};
 use super::{Action, Borgmatic, JobSecrets};
 use crate::config::Secret;
-use crate::domain::{ArchiveName, ArchivePath, EncryptionMode, MountOptions};
+use crate::domain::{ArchiveName, ArchivePath, DatabaseName, EncryptionMode, MountOptions};
 use crate::exec::process::ProcessSpec;
 use crate::exec::roots::Confined;
 
@@ -51,6 +51,7 @@ impl Borgmatic {
             flag,
             dir,
             pin,
+            create_file: parts.create_file,
         });
         global.extend(parts.args);
         BorgmaticTask {
@@ -63,6 +64,7 @@ impl Borgmatic {
             },
             output: parts.output,
             runtime_root: self.runtime_root.clone(),
+            runtime_prefix: parts.runtime_prefix,
             log_json: self.log_json,
             restore_check: None,
             confine,
@@ -83,6 +85,11 @@ struct Parts {
     /// The directory re-checked when the job starts: (its index in `args`, flag,
     /// dir, whether to pass it held open).
     confine: Option<(usize, &'static str, Confined, bool)>,
+    /// A new file in the confined directory, made by the worker when the job
+    /// starts and passed held open (export-tar).
+    create_file: Option<String>,
+    /// The name prefix of the job's private runtime directory.
+    runtime_prefix: &'static str,
 }
 
 impl Parts {
@@ -93,6 +100,8 @@ impl Parts {
             dry_run: false,
             env: Vec::new(),
             confine: None,
+            create_file: None,
+            runtime_prefix: JOB_RUNTIME_PREFIX,
         }
     }
 
@@ -134,16 +143,34 @@ impl Parts {
                 vec!["info".into(), "--json".into(), client_args::archive(&archive)],
                 Output::Json,
             ),
-            Action::LatestStats => Parts::new(
-                args(&["info", "--json", "--archive=latest"]),
-                Output::LatestStats,
-            ),
+            // `--last 1` is one borg call; `--archive=latest` costs a second (a
+            // listing to resolve the name) and answers the same.
+            Action::LatestStats => {
+                Parts::new(args(&["info", "--json", "--last=1"]), Output::LatestStats)
+            }
             Action::RepoInfo => Parts::new(args(&["repo-info", "--json"]), Output::Json),
             Action::Extract {
                 archive,
                 paths,
                 destination,
             } => Self::extract(archive, paths, destination),
+            Action::ExportTar {
+                archive,
+                paths,
+                directory,
+                file,
+            } => Self::export_tar(archive, paths, directory, file),
+            Action::RestoreDumps { archive, databases } => {
+                let mut a = vec!["restore".into(), client_args::archive(&archive)];
+                a.extend(databases.iter().map(client_args::data_source));
+                let data = json!({
+                    "archive": archive.as_str(),
+                    "databases": databases.iter().map(DatabaseName::as_str).collect::<Vec<_>>(),
+                });
+                let mut parts = Parts::new(a, Output::Static(data));
+                parts.runtime_prefix = RESTORE_RUNTIME_PREFIX;
+                parts
+            }
             Action::Mount {
                 archive,
                 mount_point,
@@ -229,6 +256,31 @@ impl Parts {
         parts
     }
 
+    fn export_tar(
+        archive: ArchiveName,
+        paths: Vec<ArchivePath>,
+        directory: Confined,
+        file: String,
+    ) -> Self {
+        let path = directory.path().join(&file);
+        let mut a = vec!["export-tar".into(), client_args::archive(&archive)];
+        // Replaced by the file the worker creates and holds open when the job starts.
+        a.push(eq_path("--destination", &path));
+        let index = a.len() - 1;
+        for p in &paths {
+            a.push(client_args::path(p));
+        }
+        let data = json!({
+            "archive": archive.as_str(),
+            "destination": path,
+            "paths": paths.iter().map(ArchivePath::as_str).collect::<Vec<_>>(),
+        });
+        let mut parts = Parts::new(a, Output::Static(data));
+        parts.confine = Some((index, "--destination", directory, true));
+        parts.create_file = Some(file);
+        parts
+    }
+
     fn umount(mount_point: Confined) -> Self {
         let data = json!({ "mount_point": mount_point.path() });
         let a = vec![
@@ -281,13 +333,18 @@ impl Parts {
 pub(crate) mod client_args {
     use std::ffi::OsString;
 
-    use crate::domain::{ArchiveName, ArchivePath, MountOptions};
+    use crate::domain::{ArchiveName, ArchivePath, DatabaseName, MountOptions};
 
     /// `--options=allow_other,uid=N,…` (borgmatic passes `-o` and the string to
     /// `borg mount`); `None` when no option is set. The string holds only what
     /// [`MountOptions::borg_options`] writes: allow-listed keys and checked numbers.
     pub fn mount_options(o: &MountOptions) -> Option<OsString> {
         o.borg_options().map(|s| format!("--options={s}").into())
+    }
+    /// `--data-source=NAME`: one configured database (a name holds no glob
+    /// character; borgmatic matches it with `fnmatch`).
+    pub fn data_source(d: &DatabaseName) -> OsString {
+        format!("--data-source={}", d.as_str()).into()
     }
     /// `--archive=NAME` (borgmatic passes `REPO::NAME` to borg).
     pub fn archive(a: &ArchiveName) -> OsString {

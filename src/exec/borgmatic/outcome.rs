@@ -18,7 +18,8 @@ pub(super) enum Output {
     RepoList,
     /// The first JSON value, per repository.
     Json,
-    /// The newest archive of `info --json`.
+    /// The newest archive of `info --json --last 1` (none: the job fails, as
+    /// `--archive latest` does).
     LatestStats,
     /// No parsed output; this summary is the result data.
     Static(Value),
@@ -84,8 +85,17 @@ pub(super) fn judge(output: &Output, run: &RunResult, mut data: Option<Value>) -
             }
         }
     }
+    let no_archive = matches!(output, Output::LatestStats)
+        && data
+            .as_ref()
+            .is_none_or(|d| d.get("archive").is_none_or(Value::is_null));
     let (state, error) = if run.exit_code != 0 {
         (JobState::Failed, Some(run.failure()))
+    } else if no_archive {
+        (
+            JobState::Failed,
+            Some("no archives found in the repository".to_string()),
+        )
     } else if reason.is_some() || run.warned {
         (JobState::Warning, reason)
     } else {
@@ -155,7 +165,22 @@ pub(super) fn parse_output(output: &Output, stdout: &[u8]) -> Option<Value> {
             }))
         }
         &Output::Create { dry_run } => {
-            let runs = json.and_then(|v| v.as_array().cloned()).unwrap_or_default();
+            // With `--progress` and a database hook, borgmatic lets borg's own
+            // output through: one object, not borgmatic's list of them, naming the
+            // archive as borg made it, `<name>.checkpoint`, which borgmatic renames
+            // to `<name>` once every dump is in.
+            let runs = match json {
+                Some(Value::Array(runs)) => runs,
+                Some(mut run @ Value::Object(_)) => {
+                    if let Some(name) = run.pointer_mut("/archive/name") {
+                        if let Some(n) = name.as_str().and_then(|n| n.strip_suffix(".checkpoint")) {
+                            *name = json!(n);
+                        }
+                    }
+                    vec![run]
+                }
+                _ => Vec::new(),
+            };
             let repositories: Vec<Value> = runs
                 .iter()
                 .map(|r| {
@@ -278,6 +303,40 @@ mod tests {
         let out = judge(&create, &failed, parse_output(&create, &failed.stdout));
         assert_eq!(out.state, JobState::Failed);
         assert_eq!(out.data.unwrap()["skipped_files"], 1);
+    }
+
+    #[test]
+    fn a_backup_whose_json_borg_printed_itself_names_its_archive() {
+        let out = br#"{"archive": {"name": "nas-2.checkpoint", "stats": {"nfiles": 6}, "duration": 0.1}, "repository": {"location": "/r"}}"#;
+        let v = parse_output(&Output::Create { dry_run: false }, out).unwrap();
+        assert_eq!(v["archive"], "nas-2");
+        assert_eq!(v["stats"]["nfiles"], 6);
+        assert_eq!(v["repositories"][0]["repository"], "/r");
+    }
+
+    #[test]
+    fn latest_stats_of_a_repository_without_archives_fails() {
+        let run = |stdout: &[u8]| RunResult {
+            exit_code: 0,
+            stdout: stdout.to_vec(),
+            warned: false,
+            first_error: None,
+            lock_held: false,
+            skipped: Skipped::default(),
+        };
+        let empty = run(br#"[{"archives": [], "repository": {"label": "nc"}}]"#);
+        let data = parse_output(&Output::LatestStats, &empty.stdout);
+        let out = judge(&Output::LatestStats, &empty, data);
+        assert_eq!(out.state, JobState::Failed);
+        assert_eq!(
+            out.error.as_deref(),
+            Some("no archives found in the repository")
+        );
+        let one = run(br#"[{"archives": [{"name": "a1", "stats": {"nfiles": 2}}]}]"#);
+        let data = parse_output(&Output::LatestStats, &one.stdout);
+        let out = judge(&Output::LatestStats, &one, data);
+        assert_eq!(out.state, JobState::Succeeded);
+        assert_eq!(out.data.unwrap()["archive"]["name"], "a1");
     }
 
     #[test]

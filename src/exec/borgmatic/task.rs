@@ -30,6 +30,9 @@ pub struct BorgmaticTask {
     pub(super) spec: ProcessSpec,
     pub(super) output: Output,
     pub(super) runtime_root: PathBuf,
+    /// The name prefix of the job's private runtime directory (see
+    /// [`RESTORE_RUNTIME_PREFIX`]).
+    pub(super) runtime_prefix: &'static str,
     pub(super) log_json: bool,
     /// For a job that extracts: compare owners and modes afterwards.
     pub(super) restore_check: Option<Box<RestoreCheck>>,
@@ -50,6 +53,10 @@ pub(super) struct Confinement {
     pub(super) dir: Confined,
     /// Pass the directory held open (`/proc/<pid>/fd/<n>`) rather than its name.
     pub(super) pin: bool,
+    /// A new file of this name in the directory: created (only if nothing of that
+    /// name exists) when the job starts and passed held open instead of the
+    /// directory; removed again when borgmatic fails.
+    pub(super) create_file: Option<String>,
 }
 
 /// Why a borgmatic run could not happen or finish.
@@ -135,10 +142,17 @@ impl BorgmaticTask {
         let mut spec = self.spec;
         // A queued job's directory may have been swapped for a link while it
         // waited: check it again now, and hold it open while borgmatic runs.
-        let _pinned = match &self.confine {
+        let mut made: Option<(&str, cap_std::fs::File)> = None;
+        let pinned = match &self.confine {
             Some(c) => {
                 let pinned = c.dir.reopen()?;
-                if c.pin {
+                if let Some(name) = &c.create_file {
+                    let file = pinned.create_new(name)?;
+                    let path = crate::exec::roots::fd_path(&file)
+                        .unwrap_or_else(|| c.dir.path().join(name));
+                    spec.args[c.index] = eq_path(c.flag, &path);
+                    made = Some((name.as_str(), file));
+                } else if c.pin {
                     spec.args[c.index] = eq_path(c.flag, &pinned.arg_path());
                 }
                 Some(pinned)
@@ -149,7 +163,7 @@ impl BorgmaticTask {
         // glob, deleting the manifest of any other borgmatic running at the same
         // time (a spurious borg warning). A private base per job keeps concurrent
         // jobs apart; it is removed when the job ends.
-        let runtime = private_runtime_dir(&self.runtime_root);
+        let runtime = private_runtime_dir(&self.runtime_root, self.runtime_prefix);
         if let Some(dir) = &runtime {
             let path = dir.path().display().to_string();
             spec.env
@@ -183,7 +197,15 @@ impl BorgmaticTask {
                 ctx.progress(p);
             }
         };
-        let out = process::run(&spec, &ctx.cancel, &ctx.pace(), &on_line).await?;
+        let out = process::run(&spec, &ctx.cancel, &ctx.pace(), &on_line).await;
+        if let (Some(p), Some((name, _))) = (&pinned, &made) {
+            if !matches!(&out, Ok(o) if o.exit_code == 0) {
+                // A failed or cancelled export leaves no partial file behind.
+                p.remove(name);
+            }
+        }
+        drop(made);
+        let out = out?;
         drop(runtime);
         let o = observed.into_inner().unwrap_or_default();
         Ok(RunResult {
@@ -268,9 +290,21 @@ async fn check_restore(check: RestoreCheck, ctx: &TaskContext, outcome: &mut Tas
     outcome.data = Some(Value::Object(data));
 }
 
-fn private_runtime_dir(root: &Path) -> Option<tempfile::TempDir> {
+/// The private runtime directory prefix of every job but a dump restore.
+pub(super) const JOB_RUNTIME_PREFIX: &str = "job-";
+
+/// The private runtime directory prefix of a dump restore. Under borg 1.2 an
+/// archive holds a dump at its full path, `<run>/job-…/borgmatic-…/borgmatic/…`, and
+/// `borgmatic restore` looks for it with its own runtime path in which only
+/// components starting with `borgmatic-` become `*`: this prefix makes the restore's
+/// `<run>/borgmatic-restore-…/borgmatic-…` match any backup job's directory. Only
+/// restores use it (borgmatic's clean-up globs the same way), and they run one at a
+/// time.
+pub(super) const RESTORE_RUNTIME_PREFIX: &str = "borgmatic-restore-";
+
+fn private_runtime_dir(root: &Path, prefix: &str) -> Option<tempfile::TempDir> {
     let made = std::fs::create_dir_all(root)
-        .and_then(|()| tempfile::Builder::new().prefix("job-").tempdir_in(root));
+        .and_then(|()| tempfile::Builder::new().prefix(prefix).tempdir_in(root));
     match made {
         Ok(dir) => Some(dir),
         Err(e) => {
