@@ -122,23 +122,8 @@ impl Parts {
                 dry_run,
                 stats,
                 progress,
-            } => {
-                let mut a = args(&["create", "--json"]);
-                if stats {
-                    a.push("--stats".into());
-                }
-                if progress {
-                    a.push("--progress".into());
-                }
-                Parts::new(a, Output::Create { dry_run }).dry_run(dry_run)
-            }
-            Action::RepoList { last } => {
-                let mut a = args(&["repo-list", "--json"]);
-                if let Some(n) = last {
-                    a.push(format!("--last={n}").into());
-                }
-                Parts::new(a, Output::RepoList)
-            }
+            } => Self::create(dry_run, stats, progress),
+            Action::RepoList { last } => Self::repo_list(last),
             Action::Info { archive } => Parts::new(
                 vec!["info".into(), "--json".into(), client_args::archive(&archive)],
                 Output::Json,
@@ -160,17 +145,7 @@ impl Parts {
                 directory,
                 file,
             } => Self::export_tar(archive, paths, directory, file),
-            Action::RestoreDumps { archive, databases } => {
-                let mut a = vec!["restore".into(), client_args::archive(&archive)];
-                a.extend(databases.iter().map(client_args::data_source));
-                let data = json!({
-                    "archive": archive.as_str(),
-                    "databases": databases.iter().map(DatabaseName::as_str).collect::<Vec<_>>(),
-                });
-                let mut parts = Parts::new(a, Output::Static(data));
-                parts.runtime_prefix = RESTORE_RUNTIME_PREFIX;
-                parts
-            }
+            Action::RestoreDumps { archive, databases } => Self::restore_dumps(archive, databases),
             Action::Mount {
                 archive,
                 mount_point,
@@ -199,14 +174,7 @@ impl Parts {
             Action::ValidateConfig => {
                 Parts::new(args(&["config", "validate"]), Output::Static(json!({})))
             }
-            Action::CheckArchive { archive, spot } => {
-                let mut a = args(&["check", "--force", "--only", "archives"]);
-                if spot {
-                    a.extend(args(&["--only", "spot"]));
-                }
-                a.push(client_args::match_archive(&archive));
-                Parts::new(a, Output::Static(json!({})))
-            }
+            Action::CheckArchive { archive, spot } => Self::check_archive(archive, spot),
             Action::ListFiles { archive } => Parts::new(
                 vec!["list".into(), client_args::archive(&archive), "--json".into()],
                 Output::Json,
@@ -220,23 +188,67 @@ impl Parts {
                     "next_step": "the space is freed only by repo/compact",
                 })),
             ),
-            Action::RepoCreate { encryption } => {
-                let mut a = args(&["repo-create"]);
-                if let Some(mode) = encryption {
-                    a.push(format!("--encryption={}", mode.as_str()).into());
-                }
-                let mode = encryption.map(EncryptionMode::as_str);
-                Parts::new(a, Output::Static(json!({ "encryption": mode })))
-            }
-            Action::KeyExport { path, paper } => {
-                let mut a = args(&["key", "export"]);
-                if paper {
-                    a.push("--paper".into());
-                }
-                a.push(eq_path("--path", &path));
-                Parts::new(a, Output::Static(json!({ "path": path, "paper": paper })))
-            }
+            Action::RepoCreate { encryption } => Self::repo_create(encryption),
+            Action::KeyExport { path, paper } => Self::key_export(path, paper),
         }
+    }
+
+    fn create(dry_run: bool, stats: bool, progress: bool) -> Self {
+        let mut a = args(&["create", "--json"]);
+        if stats {
+            a.push("--stats".into());
+        }
+        if progress {
+            a.push("--progress".into());
+        }
+        Parts::new(a, Output::Create { dry_run }).dry_run(dry_run)
+    }
+
+    fn repo_list(last: Option<u32>) -> Self {
+        let mut a = args(&["repo-list", "--json"]);
+        if let Some(n) = last {
+            a.push(format!("--last={n}").into());
+        }
+        Parts::new(a, Output::RepoList)
+    }
+
+    fn restore_dumps(archive: ArchiveName, databases: Vec<DatabaseName>) -> Self {
+        let mut a = vec!["restore".into(), client_args::archive(&archive)];
+        a.extend(databases.iter().map(client_args::data_source));
+        let data = json!({
+            "archive": archive.as_str(),
+            "databases": databases.iter().map(DatabaseName::as_str).collect::<Vec<_>>(),
+        });
+        let mut parts = Parts::new(a, Output::Static(data));
+        parts.runtime_prefix = RESTORE_RUNTIME_PREFIX;
+        parts
+    }
+
+    fn check_archive(archive: ArchiveName, spot: bool) -> Self {
+        let mut a = args(&["check", "--force", "--only", "archives"]);
+        if spot {
+            a.extend(args(&["--only", "spot"]));
+        }
+        a.push(client_args::match_archive(&archive));
+        Parts::new(a, Output::Static(json!({})))
+    }
+
+    fn repo_create(encryption: Option<EncryptionMode>) -> Self {
+        let mut a = args(&["repo-create"]);
+        if let Some(mode) = encryption {
+            a.push(format!("--encryption={}", mode.as_str()).into());
+        }
+        let mode = encryption.map(EncryptionMode::as_str);
+        Parts::new(a, Output::Static(json!({ "encryption": mode })))
+    }
+
+    fn key_export(path: std::path::PathBuf, paper: bool) -> Self {
+        let mut a = args(&["key", "export"]);
+        if paper {
+            a.push("--paper".into());
+        }
+        a.push(eq_path("--path", &path));
+        Parts::new(a, Output::Static(json!({ "path": path, "paper": paper })))
     }
 
     fn extract(archive: ArchiveName, paths: Vec<ArchivePath>, destination: Confined) -> Self {
@@ -373,47 +385,4 @@ pub(super) fn eq_path(flag: &str, value: &Path) -> OsString {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::RepositoryLabel;
-    use crate::exec::borgmatic::Repository;
-
-    fn argv(action: Action) -> Vec<String> {
-        let dir = std::path::Path::new("/cfg");
-        let repo = Repository {
-            label: RepositoryLabel::parse("nc").unwrap(),
-            config: dir.join("nc.yaml"),
-        };
-        Borgmatic::for_tests(dir)
-            .task(&repo, &JobSecrets::default(), action)
-            .args()
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    }
-
-    #[test]
-    fn repo_create_and_key_export() {
-        let mode = Some(EncryptionMode::RepokeyBlake2);
-        assert_eq!(
-            argv(Action::RepoCreate { encryption: mode })[2..],
-            ["repo-create", "--encryption=repokey-blake2"]
-        );
-        assert_eq!(
-            argv(Action::RepoCreate { encryption: None })[2..],
-            ["repo-create"]
-        );
-        let path = PathBuf::from("/keys/nc-1.key");
-        assert_eq!(
-            argv(Action::KeyExport {
-                path: path.clone(),
-                paper: false
-            })[2..],
-            ["key", "export", "--path=/keys/nc-1.key"]
-        );
-        assert_eq!(
-            argv(Action::KeyExport { path, paper: true })[2..],
-            ["key", "export", "--paper", "--path=/keys/nc-1.key"]
-        );
-    }
-}
+mod tests;

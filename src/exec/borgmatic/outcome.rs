@@ -164,75 +164,82 @@ pub(super) fn parse_output(output: &Output, stdout: &[u8]) -> Option<Value> {
                 "cache": first.get("cache").cloned().unwrap_or(Value::Null),
             }))
         }
-        &Output::Create { dry_run } => {
-            // With `--progress` and a database hook, borgmatic lets borg's own
-            // output through: one object, not borgmatic's list of them, naming the
-            // archive as borg made it, `<name>.checkpoint`, which borgmatic renames
-            // to `<name>` once every dump is in.
-            let runs = match json {
-                Some(Value::Array(runs)) => runs,
-                Some(mut run @ Value::Object(_)) => {
-                    if let Some(name) = run.pointer_mut("/archive/name") {
-                        if let Some(n) = name.as_str().and_then(|n| n.strip_suffix(".checkpoint")) {
-                            *name = json!(n);
-                        }
-                    }
-                    vec![run]
-                }
-                _ => Vec::new(),
-            };
-            let repositories: Vec<Value> = runs
-                .iter()
-                .map(|r| {
-                    json!({
-                        "repository": r.pointer("/repository/label")
-                            .filter(|l| l.as_str().is_some_and(|s| !s.is_empty()))
-                            .or_else(|| r.pointer("/repository/location"))
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                        "archive": r.pointer("/archive/name").cloned().unwrap_or(Value::Null),
-                        "stats": r.pointer("/archive/stats").cloned().unwrap_or(Value::Null),
-                        "duration": r.pointer("/archive/duration").cloned().unwrap_or(Value::Null),
-                    })
-                })
-                .collect();
-            let first = repositories.first().cloned().unwrap_or(json!({}));
-            Some(json!({
-                "dry_run": dry_run,
-                "archive": first.get("archive").cloned().unwrap_or(Value::Null),
-                "stats": first.get("stats").cloned().unwrap_or(Value::Null),
-                "duration": first.get("duration").cloned().unwrap_or(Value::Null),
-                "repositories": repositories,
-            }))
-        }
-        Output::RepoList => {
-            let runs = json?.as_array().cloned().unwrap_or_default();
-            let mut archives = Vec::new();
-            let mut repositories = Vec::new();
-            for r in &runs {
-                let repo = r.get("repository").cloned().unwrap_or(Value::Null);
-                let location = repo.get("location").cloned().unwrap_or(Value::Null);
-                for a in r
-                    .get("archives")
-                    .and_then(|a| a.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    archives.push(json!({
-                        "name": a.get("name").or_else(|| a.get("archive")).cloned().unwrap_or(Value::Null),
-                        "id": a.get("id").cloned().unwrap_or(Value::Null),
-                        "time": a.get("time").or_else(|| a.get("start")).cloned().unwrap_or(Value::Null),
-                        "repository": location,
-                    }));
-                }
-                repositories.push(json!({
-                    "repository": repo,
-                    "encryption": r.get("encryption").cloned().unwrap_or(Value::Null),
-                }));
-            }
-            Some(json!({ "archives": archives, "repositories": repositories }))
-        }
+        &Output::Create { dry_run } => Some(create_result(json, dry_run)),
+        Output::RepoList => json.map(repo_list_result),
     }
+}
+
+/// A backup's result: its archive, stats and duration, per repository and of the
+/// first (borgmatic 2 runs one configuration per job).
+fn create_result(json: Option<Value>, dry_run: bool) -> Value {
+    // With `--progress` and a database hook, borgmatic lets borg's own
+    // output through: one object, not borgmatic's list of them, naming the
+    // archive as borg made it, `<name>.checkpoint`, which borgmatic renames
+    // to `<name>` once every dump is in.
+    let runs = match json {
+        Some(Value::Array(runs)) => runs,
+        Some(mut run @ Value::Object(_)) => {
+            if let Some(name) = run.pointer_mut("/archive/name") {
+                if let Some(n) = name.as_str().and_then(|n| n.strip_suffix(".checkpoint")) {
+                    *name = json!(n);
+                }
+            }
+            vec![run]
+        }
+        _ => Vec::new(),
+    };
+    let repositories: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "repository": r.pointer("/repository/label")
+                    .filter(|l| l.as_str().is_some_and(|s| !s.is_empty()))
+                    .or_else(|| r.pointer("/repository/location"))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                "archive": r.pointer("/archive/name").cloned().unwrap_or(Value::Null),
+                "stats": r.pointer("/archive/stats").cloned().unwrap_or(Value::Null),
+                "duration": r.pointer("/archive/duration").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let first = repositories.first().cloned().unwrap_or(json!({}));
+    json!({
+        "dry_run": dry_run,
+        "archive": first.get("archive").cloned().unwrap_or(Value::Null),
+        "stats": first.get("stats").cloned().unwrap_or(Value::Null),
+        "duration": first.get("duration").cloned().unwrap_or(Value::Null),
+        "repositories": repositories,
+    })
+}
+
+/// `repo-list --json` of every repository, flattened into one archive list.
+fn repo_list_result(json: Value) -> Value {
+    let runs = json.as_array().cloned().unwrap_or_default();
+    let mut archives = Vec::new();
+    let mut repositories = Vec::new();
+    for r in &runs {
+        let repo = r.get("repository").cloned().unwrap_or(Value::Null);
+        let location = repo.get("location").cloned().unwrap_or(Value::Null);
+        for a in r
+            .get("archives")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
+            archives.push(json!({
+                "name": a.get("name").or_else(|| a.get("archive")).cloned().unwrap_or(Value::Null),
+                "id": a.get("id").cloned().unwrap_or(Value::Null),
+                "time": a.get("time").or_else(|| a.get("start")).cloned().unwrap_or(Value::Null),
+                "repository": location,
+            }));
+        }
+        repositories.push(json!({
+            "repository": repo,
+            "encryption": r.get("encryption").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    json!({ "archives": archives, "repositories": repositories })
 }
 
 #[cfg(test)]
