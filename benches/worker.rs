@@ -3,8 +3,9 @@
 //! (min–max) of several runs per figure. Speed and memory live here, never in tests.
 //!
 //! - `BENCH_RUNS` (default 5): runs per figure.
-//! - `BENCH_ONLY=overhead,latest,stream,fanout,latency,slow,memory,store`: a subset.
+//! - `BENCH_ONLY=overhead,latest,stream,fanout,latency,slow,bulk,memory,store`: a subset.
 //! - `BENCH_BIG=0`: skip the 1,000,000-line stream.
+//! - `BENCH_BULK_SSE` (default 500): SSE clients in `bulk` (0 shows the MQTT side alone).
 
 #[path = "../tests/it/helpers/mod.rs"]
 #[allow(unused_imports)]
@@ -201,11 +202,16 @@ impl StandIn {
         .unwrap();
         std::fs::write(
             dir.join("fake-borgmatic.py"),
-            r#"import json, sys, time
+            r#"import json, os, sys, time
 me = sys.argv[1]
 conf = json.load(open(me + ".json"))
 n, rate = conf["lines"], conf["rate"]
 out = sys.stderr.buffer
+if conf.get("gate"):
+    # Wait (at most 120 s) until the bench has its listeners in place.
+    t_end = time.monotonic() + 120
+    while not os.path.exists(me + ".go") and time.monotonic() < t_end:
+        time.sleep(0.01)
 open(me + ".start", "w").write(repr(time.time()))
 if rate == 0:
     step = 10000
@@ -240,6 +246,19 @@ print("[]")
         } else {
             std::fs::write(conf, json!({"lines": lines, "rate": rate}).to_string()).unwrap();
         }
+    }
+
+    /// Like [`StandIn::set`] at full speed, but the child prints nothing until
+    /// [`StandIn::open_gate`] (or 120 s).
+    fn set_gated(&self, lines: u64) {
+        let _ = std::fs::remove_file(format!("{}.go", self.bin.display()));
+        let conf = format!("{}.json", self.bin.display());
+        let body = json!({"lines": lines, "rate": 0, "gate": true}).to_string();
+        std::fs::write(conf, body).unwrap();
+    }
+
+    fn open_gate(&self) {
+        std::fs::write(format!("{}.go", self.bin.display()), "").unwrap();
     }
 
     /// When the child wrote its first line (wall clock).
@@ -918,6 +937,331 @@ async fn slow_neighbours(t: &mut Table, broker: &Broker, runs: usize) {
     );
 }
 
+/// Jiffies the whole machine spent busy and in total (all cores), from `/proc/stat`.
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = f.iter().take(8).sum();
+    // idle and iowait are not busy.
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+/// Seconds all threads of a process spent runnable but waiting for a CPU
+/// (`/proc/<pid>/task/*/schedstat`, second field).
+fn cpu_wait_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let ns: f64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum();
+    ns / 1e9
+}
+
+/// An MQTT v5 subscriber that subscribes (QoS 1) and then never reads its socket
+/// again: the broker's queue for it and the kernel's buffers fill, as with a client
+/// on a dead link or in a debugger. Written by hand so that nothing reads for it.
+async fn stuck_subscriber(broker: &Broker, filter: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn string(buf: &mut Vec<u8>, s: &str) {
+        buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        let mut n = body.len();
+        loop {
+            let mut b = (n % 128) as u8;
+            n /= 128;
+            if n > 0 {
+                b |= 0x80;
+            }
+            out.push(b);
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    async fn read_packet(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+        let kind = s.read_u8().await.unwrap();
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let b = s.read_u8().await.unwrap();
+            len |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.unwrap();
+        (kind, body)
+    }
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", broker.port))
+        .await
+        .unwrap();
+    // CONNECT: v5, clean start, user name and password, no keep-alive (so the
+    // broker never drops it for silence), no properties.
+    let mut body = Vec::new();
+    string(&mut body, "MQTT");
+    body.extend_from_slice(&[5, 0xC2, 0, 0, 0]);
+    string(&mut body, &format!("stuck-{}", uuid_like()));
+    string(&mut body, "client");
+    string(&mut body, CLIENT_PASSWORD);
+    s.write_all(&packet(0x10, &body)).await.unwrap();
+    let (kind, ack) = read_packet(&mut s).await;
+    assert_eq!((kind, ack.get(1)), (0x20, Some(&0)), "CONNACK refused");
+    // SUBSCRIBE: packet id 1, no properties, the filter at QoS 1.
+    let mut body = vec![0, 1, 0];
+    string(&mut body, filter);
+    body.push(1);
+    s.write_all(&packet(0x82, &body)).await.unwrap();
+    let (kind, ack) = read_packet(&mut s).await;
+    assert_eq!((kind, ack.last()), (0x90, Some(&1)), "SUBACK refused");
+    s
+}
+
+/// `job/list` over MQTT, `n` requests one after the other (at most `limit` long,
+/// stopping early once `until` fires): the latencies in ms.
+async fn job_list_times(
+    c: &mut Lean,
+    base: &str,
+    n: usize,
+    limit: Duration,
+    until: Option<&tokio_util::sync::CancellationToken>,
+) -> Vec<f64> {
+    let mut v = Vec::with_capacity(n);
+    let end = Instant::now() + limit;
+    while v.len() < n && Instant::now() < end && !until.is_some_and(|u| u.is_cancelled()) {
+        let t0 = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(30),
+            c.request(base, "job/list", json!({"token": READ_TOKEN, "limit": 1})),
+        )
+        .await
+        .expect("no answer to job/list within 30 s");
+        assert_eq!(r["status"], "ok", "{r}");
+        v.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    v
+}
+
+/// Answers before bulk: `job/list` over MQTT idle, then while one job prints
+/// 200,000 lines at full speed (log QoS 1) to a subscriber that stopped reading its
+/// socket, and 500 SSE clients on that job read slowly (half) or not at all (half).
+/// No answer may queue behind the log lines.
+async fn bulk(t: &mut Table, broker: &Broker, runs: usize) {
+    const LINES: u64 = 200_000;
+    let sse: usize = std::env::var("BENCH_BULK_SSE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    const IDLE_REQUESTS: usize = 1000;
+    const MAX_LOADED_REQUESTS: usize = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::new(dir.path());
+    let repos = Repos::new();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let worker = standin_worker(broker, &repos, &standin, &listen, "1").await;
+    let wpid = worker.pid().expect("worker not running");
+    let bpid = broker.pid().expect("broker not running");
+    let url = format!("http://{listen}");
+    let mut c = Lean::connect(broker).await;
+    c.hear_answers(&worker.base).await;
+    let mut starter = Lean::connect(broker).await;
+    starter.hear_answers(&worker.base).await;
+    starter.subscribe(worker.topic("jobs/+/result")).await;
+    let mut f: [Vec<f64>; 12] = Default::default();
+    for _ in 0..runs {
+        // (a) idle: nothing else runs (the last run's clients are gone).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut idle = job_list_times(
+            &mut c,
+            &worker.base,
+            IDLE_REQUESTS,
+            Duration::from_secs(60),
+            None,
+        )
+        .await;
+        // (b) loaded: the job waits at its gate until every listener is in place.
+        standin.set_gated(LINES);
+        let r = starter
+            .request(
+                &worker.base,
+                "backup/run",
+                json!({"token": WRITE_TOKEN, "repository": "r2"}),
+            )
+            .await;
+        let job = r["job_id"].as_str().expect("no job id").to_string();
+        let stuck = stuck_subscriber(broker, &worker.topic(&format!("jobs/{job}/log"))).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ready = Arc::new(AtomicU64::new(0));
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..sse {
+            let (http, url, job, stop, ready) = (
+                http.clone(),
+                url.clone(),
+                job.clone(),
+                stop.clone(),
+                ready.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let Ok(resp) = http
+                    .get(format!("{url}/api/v1/jobs/{job}/events"))
+                    .bearer_auth(READ_TOKEN)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if resp.status().is_success() {
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
+                if i % 2 == 0 {
+                    // Never reads: the worker's writes to it stall.
+                    stop.cancelled().await;
+                    return;
+                }
+                // Reads a chunk every 100 ms.
+                let mut body = resp.bytes_stream();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        chunk = body.next() => match chunk {
+                            Some(Ok(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                            _ => return,
+                        },
+                    }
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (ready.load(Ordering::Relaxed) as usize) < sse && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            ready.load(Ordering::Relaxed) as usize,
+            sse,
+            "not every SSE client connected within 60 s"
+        );
+        // The job's result ends the measurement.
+        let done = tokio_util::sync::CancellationToken::new();
+        let result_topic = worker.topic(&format!("jobs/{job}/result"));
+        let mut rx = std::mem::replace(&mut starter.rx, mpsc::unbounded_channel().1);
+        let watch = {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let end = tokio::time::sleep(Duration::from_secs(300));
+                tokio::pin!(end);
+                loop {
+                    tokio::select! {
+                        _ = &mut end => break,
+                        m = rx.recv() => match m {
+                            Some((topic, _)) if topic == result_topic => break,
+                            Some(_) => {}
+                            None => break,
+                        },
+                    }
+                }
+                done.cancel();
+                rx
+            })
+        };
+        let (cpu_w, cpu_b, cpu_me, (busy0, total0)) = (
+            cpu_secs(wpid),
+            cpu_secs(bpid),
+            cpu_secs(std::process::id()),
+            machine_jiffies(),
+        );
+        let (wait_w, wait_b) = (cpu_wait_secs(wpid), cpu_wait_secs(bpid));
+        let t0 = Instant::now();
+        standin.open_gate();
+        let mut loaded = job_list_times(
+            &mut c,
+            &worker.base,
+            MAX_LOADED_REQUESTS,
+            Duration::from_secs(300),
+            Some(&done),
+        )
+        .await;
+        let secs = t0.elapsed().as_secs_f64();
+        let (busy1, total1) = machine_jiffies();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        f[5].push((cpu_secs(wpid) - cpu_w) / secs * 100.0);
+        f[6].push((cpu_secs(bpid) - cpu_b) / secs * 100.0);
+        f[7].push((cpu_secs(std::process::id()) - cpu_me) / secs * 100.0);
+        f[8].push((busy1 - busy0) / (total1 - total0).max(1.0) * cores * 100.0);
+        f[9].push(secs);
+        f[10].push((cpu_wait_secs(wpid) - wait_w) / secs * 1000.0);
+        f[11].push((cpu_wait_secs(bpid) - wait_b) / secs * 1000.0);
+        f[4].push(loaded.len() as f64);
+        stop.cancel();
+        drop(stuck);
+        for task in tasks {
+            let _ = task.await;
+        }
+        starter.rx = watch.await.unwrap();
+        assert!(done.is_cancelled());
+        let (i99, l99) = (percentile(&mut idle, 0.99), percentile(&mut loaded, 0.99));
+        f[0].push(percentile(&mut idle, 0.5));
+        f[1].push(i99);
+        f[2].push(l99);
+        f[3].push(l99 / i99);
+        standin.set(0, 0);
+    }
+    let [idle50, idle99, loaded99, ratio, count, w, b, me, machine, secs, wait_w, wait_b] = f;
+    t.add("job/list over MQTT, idle: p50", idle50, "ms", "");
+    t.add("job/list over MQTT, idle: p99", idle99, "ms", "");
+    t.add(
+        "job/list over MQTT during 200,000 lines (log QoS 1) to a stuck subscriber + 500 SSE clients: p99",
+        loaded99,
+        "ms",
+        "",
+    );
+    t.add("bulk: loaded p99 ÷ idle p99", ratio, "×", "≤ 2");
+    t.add(
+        "bulk: job/list answers during the stream",
+        count,
+        "requests",
+        "",
+    );
+    t.add("bulk: stream duration", secs, "s", "");
+    t.add("bulk: worker CPU (100 % = one core)", w, "%", "");
+    t.add("bulk: Mosquitto CPU", b, "%", "");
+    t.add("bulk: bench clients CPU (SSE, MQTT)", me, "%", "");
+    t.add("bulk: whole machine CPU (all processes)", machine, "%", "");
+    t.add(
+        "bulk: worker threads waiting for a CPU, per second",
+        wait_w,
+        "ms/s",
+        "",
+    );
+    t.add(
+        "bulk: Mosquitto waiting for a CPU, per second",
+        wait_b,
+        "ms/s",
+        "",
+    );
+}
+
 /// Figure 5: Worker RSS idle, after 1,000 finished jobs, during 10 concurrent jobs.
 async fn memory(t: &mut Table, broker: &Broker, runs: usize) {
     let (mut idle, mut after, mut during, mut per_job) =
@@ -1078,6 +1422,10 @@ async fn main() {
     if wanted("slow") {
         eprintln!("slow neighbours…");
         slow_neighbours(&mut t, &broker, runs).await;
+    }
+    if wanted("bulk") {
+        eprintln!("answers before bulk…");
+        bulk(&mut t, &broker, runs).await;
     }
     if wanted("memory") {
         eprintln!("memory…");

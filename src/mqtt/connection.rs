@@ -94,7 +94,7 @@ pub(super) async fn connection_task(mut eventloop: EventLoop, link: Link, stop: 
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => correlator.published(tracker, pkid),
             Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => correlator.collided(tracker, pkid),
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                if let Some(kept) = correlator.acked(ack.pkid) {
+                if let Some(kept) = correlator.acked(tracker, ack.pkid) {
                     let _ = acks.send(kept);
                 }
             }

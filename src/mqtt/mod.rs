@@ -5,6 +5,13 @@
 //! acknowledged it. Every publish is checked first ([`outgoing`]): nothing a client
 //! sends can make the worker send a packet the broker would reject.
 //!
+//! The adapter runs on threads of its own (a Tokio runtime of two workers,
+//! [`Lane`]): answers and job states never wait for a worker thread behind the
+//! tasks of the main runtime (hundreds of Server-Sent Event streams, job output),
+//! only for the operating system's fair share of a CPU; a handler that blocks its
+//! thread briefly (a store write) leaves the other one to the connection. Jobs
+//! still run on the main runtime (the engine spawns them there).
+//!
 //! This module owns the adapter's lifetime (start, stop accepting, shutdown).
 //! May import: its submodules, `service`, `command`, `jobs`, `config`, `auth` and
 //! `metrics`.
@@ -47,8 +54,61 @@ const REQUEST_QUEUE: usize = 64;
 /// Longest v5 Correlation Data copied to a response; longer is refused (`invalid`).
 pub const MAX_CORRELATION_BYTES: usize = 256;
 
+/// The adapter's own runtime (two workers, named `mqtt`), held by one more thread;
+/// the runtime (and whatever still runs on it) ends when `done` fires or the lane
+/// is dropped.
+struct Lane {
+    handle: tokio::runtime::Handle,
+    done: CancellationToken,
+}
+
+impl Lane {
+    fn start() -> anyhow::Result<Lane> {
+        // Its threads log where the starting thread does (the global subscriber, or
+        // an in-process test's own).
+        let logs = tracing::dispatcher::get_default(|d| d.clone());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mqtt")
+            .enable_all()
+            .on_thread_start(move || {
+                // Kept for the thread's lifetime.
+                std::mem::forget(tracing::dispatcher::set_default(&logs));
+            })
+            .build()?;
+        let handle = rt.handle().clone();
+        let done = CancellationToken::new();
+        let until = done.clone();
+        std::thread::Builder::new()
+            .name("mqtt-lane".into())
+            .spawn(move || {
+                rt.block_on(until.cancelled());
+                // Dropping the runtime here (not in an async context) ends its tasks.
+                drop(rt);
+            })?;
+        Ok(Lane { handle, done })
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
+}
+
+/// The QoS of job log lines (`jobs.log_qos`: 0, else 1).
+fn log_qos(settings: &Settings) -> QoS {
+    if settings.jobs.log_qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
 /// A running MQTT adapter.
 pub struct Mqtt {
+    /// The tasks below run on it; it ends when the adapter is dropped.
+    lane: Lane,
     out: Out,
     keeper: Arc<Keeper>,
     topics: Topics,
@@ -78,6 +138,7 @@ impl Mqtt {
         };
         let keeper = Arc::new(Keeper::new(service.engine().store().clone(), tracker));
         let (stop_dispatch, stop_publisher, stop_connection) = Default::default();
+        let lane = Lane::start()?;
 
         // Subscribe to job events before anything can happen, then correct retained
         // states a previous run left behind (a job it ran is now `interrupted`).
@@ -101,37 +162,33 @@ impl Mqtt {
             requests: req_tx,
             max_backoff: Duration::from_secs(settings.mqtt.reconnect_max_secs.max(1)),
         };
-        let connection = tokio::spawn(connection::connection_task(
+        let connection = lane.handle.spawn(connection::connection_task(
             eventloop,
             link,
             CancellationToken::clone(&stop_connection),
         ));
-        let dispatcher = tokio::spawn(dispatch::dispatch_task(
+        let dispatcher = lane.handle.spawn(dispatch::dispatch_task(
             req_rx,
             dispatch,
             settings.limits.max_in_flight.max(1),
             CancellationToken::clone(&stop_dispatch),
         ));
-        let publisher = publisher::Publisher {
-            out: out.clone(),
-            keeper: keeper.clone(),
-            topics: topics.clone(),
-            log_qos: if settings.jobs.log_qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
+        let publisher = lane.handle.spawn(publisher::publish_task(
+            publisher::Publisher {
+                out: out.clone(),
+                keeper: keeper.clone(),
+                topics: topics.clone(),
+                log_qos: log_qos(settings),
+                status: status.clone(),
+                last_state: HashMap::new(),
+                dropped_lines: 0,
             },
-            status: status.clone(),
-            last_state: HashMap::new(),
-            dropped_lines: 0,
-        };
-        let publisher = tokio::spawn(publisher::publish_task(
-            publisher,
             service.borgmatic().labels(),
             events,
             CancellationToken::clone(&stop_publisher),
         ));
         Ok(Mqtt {
+            lane,
             out,
             keeper,
             topics,
@@ -192,5 +249,6 @@ impl Mqtt {
             self.stop_connection.cancel();
             let _ = self.connection.await;
         }
+        self.lane.done.cancel();
     }
 }

@@ -23,9 +23,12 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::jobs::Store;
 
-/// Log lines allowed in the client's queue at once: a response or a job state sent
-/// now waits behind at most this many lines, however much a job prints.
-pub(super) const LOG_BUDGET: usize = 32;
+/// Log lines allowed on their way at once: in the client's queue, and at QoS 1 also
+/// sent but not yet acknowledged by the broker. A response or a job state sent now
+/// waits behind at most this many lines, however much a job prints: the broker
+/// handles one connection's packets in order, so every unacknowledged line ahead of
+/// a response in the socket would delay it (rumqttc alone allows 1,000 in flight).
+pub(super) const LOG_BUDGET: usize = 16;
 
 /// What a publish is, for matching its acknowledgement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub(super) struct Tracker {
     fifo: Mutex<VecDeque<Tag>>,
     /// The newest version per kept topic: an older one is never sent again.
     latest: Mutex<HashMap<String, i64>>,
+    /// Log lines queued or unacknowledged (see [`LOG_BUDGET`]).
     logs: AtomicUsize,
     /// Fires whenever the event loop took a publish (room in the queue).
     pub space: Notify,
@@ -81,13 +85,20 @@ impl Tracker {
         self.logs.load(Ordering::Acquire) < LOG_BUDGET
     }
 
+    /// The event loop took the oldest publish from the queue. A log line still
+    /// counts until [`Tracker::log_done`].
     fn pop(&self) -> Option<Tag> {
         let tag = lock(&self.fifo).pop_front();
-        if tag == Some(Tag::Log) {
-            self.logs.fetch_sub(1, Ordering::AcqRel);
-        }
         self.space.notify_waiters();
         tag
+    }
+
+    /// A log line is done: sent at QoS 0, or acknowledged at QoS 1.
+    fn log_done(&self) {
+        let _ = self
+            .logs
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.space.notify_waiters();
     }
 
     fn queued_keeps(&self) -> Vec<(String, i64)> {
@@ -209,6 +220,8 @@ impl Correlator {
         let tag = tracker.pop().unwrap_or(Tag::Plain);
         if pkid != 0 {
             self.inflight.insert(pkid, tag);
+        } else if tag == Tag::Log {
+            tracker.log_done();
         }
     }
 
@@ -219,7 +232,7 @@ impl Correlator {
     }
 
     /// `PubAck(pkid)`: returns the kept message now safe at the broker.
-    pub fn acked(&mut self, pkid: u16) -> Option<(String, i64)> {
+    pub fn acked(&mut self, tracker: &Tracker, pkid: u16) -> Option<(String, i64)> {
         let tag = self.inflight.remove(&pkid);
         if self.collided.as_ref().is_some_and(|(p, _)| *p == pkid) {
             if let Some((p, t)) = self.collided.take() {
@@ -228,6 +241,10 @@ impl Correlator {
         }
         match tag {
             Some(Tag::Keep { topic, version }) => Some((topic, version)),
+            Some(Tag::Log) => {
+                tracker.log_done();
+                None
+            }
             _ => None,
         }
     }
@@ -305,7 +322,8 @@ mod tests {
         assert_eq!(t.logs.load(Ordering::Acquire), 1);
         let mut c = Correlator::default();
         c.published(&t, 1);
-        c.published(&t, 0); // the log line at QoS 0
+        assert_eq!(t.logs.load(Ordering::Acquire), 1);
+        c.published(&t, 0); // the log line at QoS 0: done once sent
         assert_eq!(t.logs.load(Ordering::Acquire), 0);
         c.published(&t, 2);
         c.collided(&t, 1); // "b" waits for packet id 1
@@ -315,9 +333,9 @@ mod tests {
         );
         // A reconnect resends packet id 1: nothing is popped.
         c.published(&t, 1);
-        assert_eq!(c.acked(1), Some(("a".into(), 1)));
-        assert_eq!(c.acked(2), None);
-        assert_eq!(c.acked(1), Some(("b".into(), 2)));
+        assert_eq!(c.acked(&t, 1), Some(("a".into(), 1)));
+        assert_eq!(c.acked(&t, 2), None);
+        assert_eq!(c.acked(&t, 1), Some(("b".into(), 2)));
         assert!(c.outstanding(&t).is_empty());
     }
 

@@ -3,8 +3,10 @@
 //! [`super::outbox`]) before they are handed to the client.
 //!
 //! Nothing is skipped while the broker is connected: a slow broker slows the jobs'
-//! output (see `jobs::events`). Log lines wait for room in [`outbox::LOG_BUDGET`],
-//! so a response or a state is never queued behind more than that many lines.
+//! output (see `jobs::events`). Log lines wait for room in [`outbox::LOG_BUDGET`]
+//! (queued in the client, or at QoS 1 unacknowledged by the broker), so a response
+//! or a state is never queued behind more than that many lines in the worker (nor,
+//! at QoS 1, at the broker).
 //! While the broker is away, log lines are dropped (they stay readable over HTTP and
 //! `job/log`) so an outage never stalls a backup; kept messages are republished on
 //! the reconnect. May import: `outbox`, `outgoing`, `summary`, `topics`, `jobs`,
@@ -101,7 +103,8 @@ impl Publisher {
         }
     }
 
-    /// One log line, once fewer than [`outbox::LOG_BUDGET`] wait in the client.
+    /// One log line, once fewer than [`outbox::LOG_BUDGET`] are on their way (in the
+    /// client's queue, or sent and not yet acknowledged).
     async fn send_line(&self, topic: String, json: Bytes) -> Result<(), Unsendable> {
         let tracker = &self.out.tracker;
         loop {

@@ -75,6 +75,9 @@ struct Shared {
     settings: JobSettings,
     redactor: Redactor,
     tracker: TaskTracker,
+    /// The runtime the engine was made on: jobs run there whichever adapter (and
+    /// so whichever runtime) submitted them (the MQTT adapter has its own thread).
+    runtime: tokio::runtime::Handle,
     closing: CancellationToken,
     /// Jobs found running at start-up (now `interrupted`): their results are
     /// announced once, so clients learn how those jobs ended.
@@ -135,6 +138,7 @@ impl JobEngine {
                 settings,
                 redactor,
                 tracker: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
                 closing: CancellationToken::new(),
                 interrupted: Mutex::new(interrupted),
                 unsaved: Mutex::new(Default::default()),

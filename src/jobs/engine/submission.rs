@@ -152,7 +152,8 @@ impl JobEngine {
             request_id = spec.request_id.as_ref().map(|r| r.as_str()),
         );
         let shared = self.shared.clone();
-        self.shared.tracker.spawn(
+        let runtime = self.shared.runtime.clone();
+        self.shared.tracker.spawn_on(
             super::run::run_job(
                 shared,
                 job,
@@ -162,6 +163,7 @@ impl JobEngine {
                 line,
             )
             .instrument(span),
+            &runtime,
         );
         Ok(record)
     }

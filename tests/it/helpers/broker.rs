@@ -180,6 +180,11 @@ impl Broker {
         Ok(())
     }
 
+    /// Mosquitto's process id (for CPU figures), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
