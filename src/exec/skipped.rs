@@ -84,8 +84,10 @@ pub fn classify(line: &str, log_json: bool) -> Option<FileIssue> {
         return classify_text(line, None);
     }
     let Ok(Value::Object(outer)) = serde_json::from_str::<Value>(line) else {
-        // Not a record (borgmatic < 2.1 style, or a stray line): read the text.
-        return classify_text(line, None);
+        // Not a record (borgmatic < 2.1 style, or a stray line): read the text,
+        // unless it is the last line of a Python traceback, whose
+        // `FileNotFoundError: [Errno 2] …` names an exception, not a file.
+        return classify_text(line, None).filter(|i| !names_an_exception(i));
     };
     // borg's record arrives either as the record itself or as JSON in `message`.
     let nested = outer
@@ -108,6 +110,18 @@ pub fn classify(line: &str, log_json: bool) -> Option<FileIssue> {
     }
     let message = record.get("message").and_then(Value::as_str)?;
     classify_text(message, record.get("msgid").and_then(Value::as_str))
+}
+
+/// Whether the "path" of an issue is a Python exception's name (`OSError`,
+/// `FileNotFoundError`): borgmatic crashing, not borg skipping a file.
+fn names_an_exception(issue: &FileIssue) -> bool {
+    let path = match issue {
+        FileIssue::Skipped { path, .. } | FileIssue::Changed { path } => path,
+    };
+    let ident = path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    ident && (path.ends_with("Error") || path.ends_with("Exception"))
 }
 
 /// borg's warning text, with borg 1.4's message id when there is one.

@@ -141,3 +141,18 @@ fn tally_counts_everything_and_keeps_the_first_paths() {
     assert_eq!(clean.fields()["skipped_files"], 0);
     assert!(clean.reason(None).is_none());
 }
+
+#[test]
+fn a_python_traceback_is_not_a_skipped_file() {
+    // borgmatic crashing after a failed borg: its last traceback line looks like
+    // borg's `<path>: [Errno 2] …` but names an exception.
+    let line = "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/run/job-x/borgmatic/tmp2ew7rs2v'";
+    assert_eq!(classify(line, true), None);
+    assert_eq!(
+        classify("OSError: [Errno 5] Input/output error", true),
+        None
+    );
+    // A real file of that shape in plain text still counts.
+    let real = "/srv/data/FileNotFoundError.txt: open: [Errno 13] Permission denied: 'FileNotFoundError.txt'";
+    assert!(classify(real, true).is_some());
+}
