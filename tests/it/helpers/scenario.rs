@@ -109,7 +109,9 @@ impl ScenarioBuilder {
     }
 }
 
-async fn subscribed(broker: &Broker, base: &str) -> Client {
+/// User `client`, connected and subscribed to `<base>/#` (a worker's whole topic
+/// tree).
+pub async fn subscribed(broker: &Broker, base: &str) -> Client {
     let client = Client::connect(broker).await;
     client.subscribe(&format!("{base}/#")).await;
     client
