@@ -21,6 +21,22 @@ fn ssh_options(key: &Path) -> String {
     )
 }
 
+/// Asks the test sshd, as root with `key`, to run a shell command that prints
+/// 42PWNED and the user's id.
+fn client_command(ssh: &SshServer, key: &Path) -> std::process::Output {
+    Command::new("ssh")
+        .args(ssh_options(key).split(' ').skip(1))
+        .args([
+            "-p",
+            &ssh.port.to_string(),
+            "root@127.0.0.1",
+            "echo $((6*7))PWNED; id",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// `borg list` of `repo` on the test sshd, as a borg client with `key`.
 fn borg_list_over_ssh(repos: &Repos, ssh: &SshServer, key: &Path, repo: &Path) -> (bool, String) {
     let out = Command::new("borg")
@@ -171,17 +187,7 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
     }
 
     // Control: the unrestricted key of the sshd helper does run the command.
-    let out = Command::new("ssh")
-        .args(ssh_options(&ssh.client_key()).split(' ').skip(1))
-        .args([
-            "-p",
-            &ssh.port.to_string(),
-            "root@127.0.0.1",
-            "echo $((6*7))PWNED; id",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = client_command(&ssh, &ssh.client_key());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("42PWNED") && text.contains("uid="), "{text}");
 
@@ -192,17 +198,7 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
     // print 42PWNED and `id` would print uid=…; borg serve only sees the original
     // command as text (it reads SSH_ORIGINAL_COMMAND for client options, split
     // like a shell but never expanded, and refuses it), so neither appears.
-    let out = Command::new("ssh")
-        .args(ssh_options(&key).split(' ').skip(1))
-        .args([
-            "-p",
-            &ssh.port.to_string(),
-            "root@127.0.0.1",
-            "echo $((6*7))PWNED; id",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = client_command(&ssh, &key);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
