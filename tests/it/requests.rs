@@ -6,6 +6,21 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
 
+/// MQTT v5 properties carrying `token` as `authorization: Bearer …`.
+fn bearer(token: &str) -> PublishProperties {
+    PublishProperties {
+        user_properties: vec![("authorization".into(), format!("Bearer {token}"))],
+        ..Default::default()
+    }
+}
+
+/// Publishes `job/list` with request id `rid`, the token only in `props`.
+async fn job_list(c: &Client, base: &str, rid: &str, props: PublishProperties) {
+    let body = json!({"request_id": rid});
+    c.publish_with(base, "job/list", serde_json::to_vec(&body).unwrap(), props)
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refusal_has_its_code_and_runs_nothing() {
     let broker = Broker::start();
@@ -219,18 +234,11 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
     // Token as `authorization: Bearer …`, reply to a private topic under response/.
     let private = worker.topic("response/nodered/inbox-1");
     let props = PublishProperties {
-        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
         response_topic: Some(private.clone()),
         correlation_data: Some(Bytes::from_static(b"corr-42")),
-        ..Default::default()
+        ..bearer(READ_TOKEN)
     };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-1"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-1", props).await;
     let m = c.wait_for(|m| m.topic == private).await;
     assert_eq!(m.json()["status"], "ok", "{}", m.text());
     assert_eq!(m.json()["request_id"], "v5-1");
@@ -238,17 +246,10 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
 
     // A Response Topic outside <base>/response/ is ignored: the default is used.
     let props = PublishProperties {
-        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
         response_topic: Some(worker.topic("status")),
-        ..Default::default()
+        ..bearer(READ_TOKEN)
     };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-2"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-2", props).await;
     let default = worker.topic("response/job/list");
     let m = c
         .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-2")
@@ -264,20 +265,7 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
     );
 
     // A wrong bearer is unauthorized.
-    let props = PublishProperties {
-        user_properties: vec![(
-            "authorization".into(),
-            "Bearer nope-nope-nope-nope-nope".into(),
-        )],
-        ..Default::default()
-    };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-3"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-3", bearer("nope-nope-nope-nope-nope")).await;
     let m = c
         .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-3")
         .await;
