@@ -28,6 +28,13 @@ static BACKUP_ENV: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
            "START_CONTAINERS": "1", "AUTOMATIC_UPDATES": "0"})
 });
 
+/// `container/exec` of AIO's `/daily-backup.sh` in its master container, with
+/// every flag the write role needs.
+fn daily_backup(aio: &Aio) -> Value {
+    json!({"token": WRITE_TOKEN, "container": aio.master(),
+           "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()})
+}
+
 fn lines_of(c: &Client, base: &str, job: &Value) -> Vec<String> {
     c.job_lines(base, job["job_id"].as_str().unwrap())
         .iter()
@@ -47,12 +54,7 @@ async fn exec_streams_lines_in_order_with_env_and_exit_codes() {
 
     // `/daily-backup.sh` contains "sh": the predecessor's substring rule blocked it.
     let res = c
-        .run_job(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(),
-                   "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()}),
-        )
+        .run_job(&worker.base, "container/exec", daily_backup(&aio))
         .await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["exit_code"], 3, "the exit code comes from exec inspect");
@@ -330,9 +332,9 @@ async fn a_lost_engine_answers_unavailable_and_never_hangs() {
     )
     .await;
 
-    let job = c.start_job(&worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()})).await;
+    let job = c
+        .start_job(&worker.base, "container/exec", daily_backup(&aio))
+        .await;
     let log_topic = worker.topic(&format!("jobs/{job}/log"));
     c.wait_for(|m| m.topic == log_topic && m.text().contains("daily-backup line 10"))
         .await;
@@ -368,11 +370,7 @@ async fn an_exec_past_its_timeout_ends_failed_and_says_so() {
     )
     .await;
     let res = c
-        .run_job(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()}),
-        )
+        .run_job(&worker.base, "container/exec", daily_backup(&aio))
         .await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["error"], "timed out after 2s");
