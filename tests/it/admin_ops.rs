@@ -16,18 +16,6 @@ async fn settled(c: &Client, base: &str, labels: &[&str]) {
     }
 }
 
-async fn backup(c: &Client, base: &str, label: &str) -> String {
-    let res = c
-        .run_job(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": label}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    res["data"]["archive"].as_str().unwrap().to_string()
-}
-
 fn listed(res: &Value) -> Vec<String> {
     let mut names: Vec<String> = res["data"]["archives"]
         .as_array()
@@ -75,19 +63,21 @@ async fn delete_removes_exactly_one_archive_and_refuses_patterns_roles_and_a_bus
     );
     let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     settled(&c, &base, &["nc"]).await;
-    let first = backup(&c, &base, "nc").await;
-    let second = backup(&c, &base, "nc").await;
+    let first = c.backup_archive(&base, "nc").await;
+    let second = c.backup_archive(&base, "nc").await;
     let delete = |token: &str, archive: &str| json!({"token": token, "repository": "nc", "archive": archive});
 
     // Refused before anything runs: the write role, option and pattern look-alikes,
     // `latest`, unknown fields.
-    let resp = c
-        .request(&base, "archive/delete", delete(WRITE_TOKEN, &first))
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden", "{resp}");
+    c.refused(
+        &base,
+        "archive/delete",
+        delete(WRITE_TOKEN, &first),
+        "forbidden",
+    )
+    .await;
     for bad in [
         "-a", "--help", "*", "nc-*", "a?", "[ab]", "sh:x*", "re:.*", "latest", "a/b",
     ] {
@@ -99,31 +89,16 @@ async fn delete_removes_exactly_one_archive_and_refuses_patterns_roles_and_a_bus
     }
     let mut body = delete(ADMIN_TOKEN, &first);
     body["match_archives"] = json!("*");
-    let resp = c.request(&base, "archive/delete", body).await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
+    c.refused(&base, "archive/delete", body, "invalid").await;
     assert_eq!(repos.archives("nc").len(), 2, "a refusal deleted something");
 
     // While a backup holds the repository, a delete is `busy` and names it.
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let holder = c
-        .request(
-            &base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    let holder = holder["job_id"].as_str().expect("holder").to_string();
-    let state = worker.topic(&format!("jobs/{holder}/state"));
-    c.wait_for(|m| m.topic == state && m.json()["state"] == "running")
-        .await;
+    mkfifo(&fifo);
+    let holder = c.start_backup(&base, "nc").await;
+    c.wait_state(&worker.base, &holder, "running").await;
     let busy = c
-        .request(&base, "archive/delete", delete(ADMIN_TOKEN, &first))
+        .refused(&base, "archive/delete", delete(ADMIN_TOKEN, &first), "busy")
         .await;
-    assert_eq!(busy["error"]["code"], "busy", "{busy}");
     assert_eq!(busy["data"]["job_id"], holder, "{busy}");
     // Release the hook: opening the FIFO for writing waits for its reader.
     let f = fifo.clone();
@@ -145,9 +120,8 @@ async fn delete_removes_exactly_one_archive_and_refuses_patterns_roles_and_a_bus
     // The delete itself: only that archive goes, the result says so and points
     // at repo/compact.
     let res = c
-        .run_job(&base, "archive/delete", delete(ADMIN_TOKEN, &first))
+        .run_job_ok(&base, "archive/delete", delete(ADMIN_TOKEN, &first))
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["archive"], first.as_str(), "{res}");
     assert!(
         res["data"]["next_step"]
@@ -197,44 +171,41 @@ async fn create_makes_a_usable_repository_once_and_never_touches_an_existing_one
     config_only(&repos, "cfgenc", "    encryption: repokey-blake2\n");
     let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     settled(&c, &base, &["fresh", "cfgenc"]).await;
     let create = |token: &str, label: &str| json!({"token": token, "repository": label});
 
     // Refusals: the write role, an unknown mode or an option look-alike, and no
     // mode anywhere.
-    let resp = c
-        .request(&base, "repo/create", create(WRITE_TOKEN, "fresh"))
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden", "{resp}");
+    c.refused(
+        &base,
+        "repo/create",
+        create(WRITE_TOKEN, "fresh"),
+        "forbidden",
+    )
+    .await;
     for bad in ["--other-repo=/x", "blake2", "REPOKEY", ""] {
         let mut body = create(ADMIN_TOKEN, "fresh");
         body["encryption"] = json!(bad);
-        let resp = c.request(&base, "repo/create", body).await;
-        assert_eq!(resp["error"]["code"], "invalid", "{bad}: {resp}");
+        c.refused(&base, "repo/create", body, "invalid").await;
     }
-    let resp = c
-        .request(&base, "repo/create", create(ADMIN_TOKEN, "fresh"))
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
-    assert!(
-        resp["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("encryption is required"),
-        "{resp}"
-    );
+    c.refused_saying(
+        &base,
+        "repo/create",
+        create(ADMIN_TOKEN, "fresh"),
+        "invalid",
+        "encryption is required",
+    )
+    .await;
     assert!(!repos.repo_path("fresh").exists());
 
     // Created with the requested mode; a backup then succeeds.
     let mut body = create(ADMIN_TOKEN, "fresh");
     body["encryption"] = json!("repokey");
-    let res = c.run_job(&base, "repo/create", body.clone()).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let res = c.run_job_ok(&base, "repo/create", body.clone()).await;
     assert_eq!(res["data"]["encryption"], "repokey", "{res}");
     assert_eq!(res["data"]["created"], true, "{res}");
-    let archive = backup(&c, &base, "fresh").await;
+    let archive = c.backup_archive(&base, "fresh").await;
     assert_eq!(repos.archives("fresh"), vec![archive.clone()]);
     let info = repos.borg(&["info", "--json", repos.repo_path("fresh").to_str().unwrap()]);
     let info: Value = serde_json::from_slice(&info.stdout).unwrap();
@@ -244,16 +215,16 @@ async fn create_makes_a_usable_repository_once_and_never_touches_an_existing_one
     let config_before = std::fs::read(repos.repo_path("fresh").join("config")).unwrap();
     for mode in ["repokey", "none"] {
         body["encryption"] = json!(mode);
-        let resp = c.request(&base, "repo/create", body.clone()).await;
-        assert_eq!(resp["error"]["code"], "conflict", "{resp}");
+        let resp = c
+            .refused_saying(
+                &base,
+                "repo/create",
+                body.clone(),
+                "conflict",
+                "already exists",
+            )
+            .await;
         assert!(resp.get("job_id").is_none(), "{resp}");
-        assert!(
-            resp["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("already exists"),
-            "{resp}"
-        );
     }
     assert_eq!(
         std::fs::read(repos.repo_path("fresh").join("config")).unwrap(),
@@ -263,10 +234,8 @@ async fn create_makes_a_usable_repository_once_and_never_touches_an_existing_one
     assert!(repos.check("fresh"));
 
     // With no mode in the request, the configuration's `encryption` decides.
-    let res = c
-        .run_job(&base, "repo/create", create(ADMIN_TOKEN, "cfgenc"))
+    c.run_job_ok(&base, "repo/create", create(ADMIN_TOKEN, "cfgenc"))
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     let info = repos.borg(&[
         "info",
         "--json",
@@ -294,14 +263,13 @@ async fn an_exported_key_opens_a_copy_of_the_repository_and_never_reaches_mqtt_o
     );
     let worker = Worker::start(&broker, &repos, &[WITH_ADMIN]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     settled(&c, &base, &["kf"]).await;
-    let archive = backup(&c, &base, "kf").await;
+    let archive = c.backup_archive(&base, "kf").await;
     let export = |token: &str| json!({"token": token, "repository": "kf"});
 
-    let resp = c.request(&base, "key/export", export(WRITE_TOKEN)).await;
-    assert_eq!(resp["error"]["code"], "forbidden", "{resp}");
+    c.refused(&base, "key/export", export(WRITE_TOKEN), "forbidden")
+        .await;
     let mut body = export(ADMIN_TOKEN);
     body["path"] = json!("/tmp/stolen.key");
     let resp = c.request(&base, "key/export", body).await;
@@ -310,8 +278,7 @@ async fn an_exported_key_opens_a_copy_of_the_repository_and_never_reaches_mqtt_o
         "a client named the file: {resp}"
     );
 
-    let res = c.run_job(&base, "key/export", export(ADMIN_TOKEN)).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let res = c.run_job_ok(&base, "key/export", export(ADMIN_TOKEN)).await;
     let key_dir = worker.state_dir.path().join("keys");
     let file = std::path::PathBuf::from(res["data"]["path"].as_str().unwrap());
     assert_eq!(file.parent(), Some(key_dir.as_path()), "{res}");
@@ -324,8 +291,7 @@ async fn an_exported_key_opens_a_copy_of_the_repository_and_never_reaches_mqtt_o
 
     let mut body = export(ADMIN_TOKEN);
     body["paper"] = json!(true);
-    let paper = c.run_job(&base, "key/export", body).await;
-    assert_eq!(paper["state"], "succeeded", "{paper}");
+    let paper = c.run_job_ok(&base, "key/export", body).await;
     let paper_file = std::path::PathBuf::from(paper["data"]["path"].as_str().unwrap());
     assert!(paper_file.to_str().unwrap().ends_with(".txt"), "{paper}");
     assert_eq!(mode(&paper_file), 0o600);

@@ -2,26 +2,9 @@
 //! borg, over MQTT and HTTP: the root, a path prefix, pages that join up exactly,
 //! and refusals (option look-alikes, traversal, bad limits) that start nothing.
 
-use std::time::Duration;
-
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-async fn post(url: &str, command: &str, body: Value) -> (StatusCode, Value) {
-    let resp = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-        .post(format!("{url}/api/v1/cmd/{command}"))
-        .bearer_auth(READ_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
 
 fn paths(result: &Value) -> Vec<String> {
     result["data"]["files"]
@@ -37,8 +20,7 @@ async fn files(c: &Client, base: &str, fields: Value) -> Value {
     body.as_object_mut()
         .unwrap()
         .extend(fields.as_object().unwrap().clone());
-    let res = c.run_job(base, "archive/files", body).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let res = c.run_job_ok(base, "archive/files", body).await;
     res
 }
 
@@ -54,19 +36,11 @@ async fn browse_an_archive_by_path_and_page_over_both_transports() {
     }
     let (worker, url) = start_with_http(&broker, &repos, &[]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     // The start-up health probe holds the repository briefly: await its report.
     let health = worker.topic("repos/nc/health");
     c.wait_for(move |m| m.topic == health).await;
-    let backup = c
-        .run_job(
-            &base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(backup["state"], "succeeded", "{backup}");
+    let backup = c.backup_ok(&base, "nc").await;
     let archive = backup["data"]["archive"].as_str().unwrap().to_string();
     let rel = src.strip_prefix("/").unwrap().display().to_string();
 
@@ -115,9 +89,10 @@ async fn browse_an_archive_by_path_and_page_over_both_transports() {
     assert_eq!(joined, below_paths);
 
     // The same page over HTTP: 202, and the job's result equals MQTT's.
-    let (status, resp) = post(
+    let (status, resp) = post_cmd(
         &url,
         "archive/files",
+        Some(READ_TOKEN),
         json!({"repository": "nc", "archive": archive, "path": sub, "after": 2, "limit": 2}),
     )
     .await;
@@ -128,16 +103,7 @@ async fn browse_an_archive_by_path_and_page_over_both_transports() {
 
     // Refusals: option look-alikes, traversal, bad limits, unknown fields. None
     // starts a job, on either transport.
-    let jobs_before = c
-        .request(
-            &base,
-            "job/list",
-            json!({"token": READ_TOKEN, "limit": 1000}),
-        )
-        .await["data"]["jobs"]
-        .as_array()
-        .unwrap()
-        .len();
+    let jobs_before = c.job_count(&base).await;
     for bad in [
         json!({"archive": archive, "path": "-rf"}),
         json!({"archive": archive, "path": "--help"}),
@@ -156,22 +122,13 @@ async fn browse_an_archive_by_path_and_page_over_both_transports() {
         body.as_object_mut()
             .unwrap()
             .extend(bad.as_object().unwrap().clone());
-        let resp = c.request(&base, "archive/files", body.clone()).await;
-        assert_eq!(resp["error"]["code"], "invalid", "MQTT {bad}: {resp}");
+        c.refused(&base, "archive/files", body.clone(), "invalid")
+            .await;
         body.as_object_mut().unwrap().remove("token");
-        let (status, resp) = post(&url, "archive/files", body).await;
+        let (status, resp) = post_cmd(&url, "archive/files", Some(READ_TOKEN), body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "HTTP {bad}: {resp}");
     }
-    let jobs_after = c
-        .request(
-            &base,
-            "job/list",
-            json!({"token": READ_TOKEN, "limit": 1000}),
-        )
-        .await["data"]["jobs"]
-        .as_array()
-        .unwrap()
-        .len();
+    let jobs_after = c.job_count(&base).await;
     assert_eq!(jobs_before, jobs_after, "a refused request started a job");
 
     // An archive that does not exist fails the job with no page (no silent empty

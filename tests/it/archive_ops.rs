@@ -10,21 +10,6 @@ use std::path::{Path, PathBuf};
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-async fn backup(c: &Client, base: &str, label: &str) -> String {
-    let res = c
-        .run_job(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": label}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    res["data"]["archive"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no archive: {res}"))
-        .to_string()
-}
-
 /// Every regular file below `dir`, by path relative to it, with its bytes.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -127,23 +112,21 @@ async fn export_tar_writes_the_archive_as_a_tar_file_inside_the_restore_root_onl
     std::fs::write(src.join("sub/a.txt"), "alpha\n").unwrap();
     std::fs::write(src.join("sub/b.bin"), (0..=255u8).collect::<Vec<_>>()).unwrap();
     let worker = TestApp::spawn(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let base = worker.base.clone();
-    let archive = backup(&c, &base, "nc").await;
+    let archive = c.backup_archive(&base, "nc").await;
     let root = repos.restore_root();
     let real_root = root.canonicalize().unwrap();
 
     // The whole archive: names and bytes equal the source's.
     let res = c
-        .run_job(
+        .run_job_ok(
             &base,
             "archive/export-tar",
             json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                    "destination": "exports/all.tar"}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     let tar = real_root.join("exports/all.tar");
     assert_eq!(res["data"]["destination"], json!(tar), "{res}");
     assert_eq!(res["data"]["archive"], json!(archive));
@@ -156,15 +139,13 @@ async fn export_tar_writes_the_archive_as_a_tar_file_inside_the_restore_root_onl
     // answer gives back).
     let rel = src.strip_prefix("/").unwrap().display().to_string();
     let sub_tar = real_root.join("exports/sub.tar");
-    let res = c
-        .run_job(
-            &base,
-            "archive/export-tar",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
+    c.run_job_ok(
+        &base,
+        "archive/export-tar",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                    "destination": sub_tar, "paths": [format!("/{rel}/sub")]}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    )
+    .await;
     let mut want = as_archived(&src.join("sub"), tree(&src.join("sub")));
     assert_eq!(want.len(), 2);
     assert_eq!(tar_files(&sub_tar), std::mem::take(&mut want));
@@ -267,7 +248,7 @@ async fn extract_accepts_an_absolute_destination_inside_the_restore_root() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").app().await;
-    let archive = backup(&c, &worker.base, "nc").await;
+    let archive = c.backup_archive(&worker.base, "nc").await;
     let src = repos.source("nc");
     let root = repos.restore_root();
     let extract = |destination: Value| {
@@ -276,9 +257,8 @@ async fn extract_accepts_an_absolute_destination_inside_the_restore_root() {
     };
 
     let first = c
-        .run_job(&worker.base, "archive/extract", extract(json!("one")))
+        .run_job_ok(&worker.base, "archive/extract", extract(json!("one")))
         .await;
-    assert_eq!(first["state"], "succeeded", "{first}");
     let dest = first["data"]["destination"].as_str().unwrap().to_string();
     assert!(Path::new(&dest).is_absolute(), "{first}");
 
@@ -360,7 +340,7 @@ async fn restore_dumps_brings_a_configured_sqlite_database_back() {
         .admin()
         .app()
         .await;
-    let archive = backup(&c, &worker.base, "nc").await;
+    let archive = c.backup_archive(&worker.base, "nc").await;
 
     // The database changes, then goes away altogether.
     {
@@ -371,12 +351,7 @@ async fn restore_dumps_brings_a_configured_sqlite_database_back() {
     assert_eq!(read(&db), ["second"]);
     std::fs::remove_file(&db).unwrap();
 
-    let jobs_before = c
-        .request(&worker.base, "job/list", json!({"token": READ_TOKEN}))
-        .await["data"]["jobs"]
-        .as_array()
-        .unwrap()
-        .len();
+    let jobs_before = c.job_count(&worker.base).await;
     // Refusals start nothing: a database the configuration does not name, a
     // pattern, hook options, a configuration without databases, the write role.
     for (token, label, body, code) in [
@@ -422,24 +397,18 @@ async fn restore_dumps_brings_a_configured_sqlite_database_back() {
         assert_eq!(error_code(&resp), code, "{label} {body}: {resp}");
         assert!(resp["job_id"].is_null(), "{resp}");
     }
-    let jobs_after = c
-        .request(&worker.base, "job/list", json!({"token": READ_TOKEN}))
-        .await["data"]["jobs"]
-        .as_array()
-        .unwrap()
-        .len();
+    let jobs_after = c.job_count(&worker.base).await;
     assert_eq!(jobs_after, jobs_before, "a refused request started a job");
     assert!(!db.exists(), "a refused request restored something");
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "backup/restore-dumps",
             json!({"token": ADMIN_TOKEN, "repository": "nc", "archive": archive,
                    "databases": ["app"]}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["databases"], json!(["app"]), "{res}");
     assert_eq!(read(&db), ["first", "second"]);
 
@@ -448,14 +417,12 @@ async fn restore_dumps_brings_a_configured_sqlite_database_back() {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("DROP TABLE notes;").unwrap();
     }
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/restore-dumps",
-            json!({"token": ADMIN_TOKEN, "repository": "nc", "archive": archive}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "backup/restore-dumps",
+        json!({"token": ADMIN_TOKEN, "repository": "nc", "archive": archive}),
+    )
+    .await;
     assert_eq!(read(&db), ["first", "second"]);
 }
 
@@ -487,9 +454,9 @@ async fn latest_stats_names_the_newest_archive_and_fails_without_one() {
         "{res}"
     );
 
-    backup(&c, &worker.base, "nc").await;
+    c.backup_archive(&worker.base, "nc").await;
     std::fs::write(repos.source("nc").join("more.txt"), "more\n").unwrap();
-    let newest = backup(&c, &worker.base, "nc").await;
+    let newest = c.backup_archive(&worker.base, "nc").await;
     let res = latest("nc").await;
     assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["archive"]["name"], json!(newest), "{res}");

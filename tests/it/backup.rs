@@ -17,13 +17,12 @@ async fn backup_creates_one_archive_that_archive_list_names() {
         .await;
 
     let resp = c
-        .request(
+        .request_ok(
             &worker.base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "nc", "request_id": "nr-1"}),
         )
         .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
     assert_eq!(resp["request_id"], "nr-1");
     let job_id = resp["job_id"].as_str().unwrap().to_string();
     assert_eq!(resp["data"]["job_id"], job_id);
@@ -74,13 +73,12 @@ async fn backup_creates_one_archive_that_archive_list_names() {
 
     // archive/list (a read command) names the archive.
     let list = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "archive/list",
             json!({"token": READ_TOKEN, "repository": "nc"}),
         )
         .await;
-    assert_eq!(list["state"], "succeeded", "{list}");
     let names: Vec<&str> = list["data"]["archives"]
         .as_array()
         .unwrap()
@@ -90,15 +88,9 @@ async fn backup_creates_one_archive_that_archive_list_names() {
     assert_eq!(names, vec![archive]);
 
     // job/get returns the finished job with its data.
-    let got = c
-        .request(
-            &worker.base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": job_id}),
-        )
-        .await;
-    assert_eq!(got["data"]["state"], "succeeded");
-    assert_eq!(got["data"]["data"]["archive"], archive);
+    let got = c.job(&worker.base, &job_id).await;
+    assert_eq!(got["state"], "succeeded");
+    assert_eq!(got["data"]["archive"], archive);
 
     assert_no_secrets("published payloads", &c.all_text());
     assert_no_secrets("the worker's log", &worker.log_text());
@@ -114,13 +106,12 @@ async fn dry_run_creates_nothing_and_duplicate_request_runs_once() {
     } = Scenario::new().repo("nc").app().await;
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "nc", "dry_run": true}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["dry_run"], true);
     assert!(
         repos.archives("nc").is_empty(),
@@ -158,15 +149,8 @@ async fn a_failing_backup_is_failed_with_its_reason() {
     // The repository vanishes after configuration: borgmatic must fail.
     std::fs::remove_dir_all(repos.repo_path("nc")).unwrap();
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let c = subscribed(&broker, &worker.base).await;
+    let res = c.backup(&worker.base, "nc").await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_ne!(res["exit_code"], 0);
     let error = res["error"].as_str().unwrap();
@@ -186,16 +170,8 @@ async fn a_large_backup_publishes_progress_objects_while_it_runs() {
     drop(dst);
 
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "big"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let c = subscribed(&broker, &worker.base).await;
+    let res = c.backup_ok(&worker.base, "big").await;
     let job_id = res["job_id"].as_str().unwrap();
     let topic = worker.topic(&format!("jobs/{job_id}/state"));
     let progress: Vec<serde_json::Value> = c

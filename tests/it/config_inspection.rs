@@ -26,13 +26,11 @@ async fn list_show_validate_and_check_aio() {
     .unwrap();
     std::fs::write(repos.config_dir().join("broken.yaml"), "keep_daily: [\n").unwrap();
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     let list = c
-        .request(&worker.base, "config/list", json!({"token": READ_TOKEN}))
+        .request_ok(&worker.base, "config/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(list["status"], "ok", "{list}");
     let configs = list["data"]["configs"].as_array().unwrap();
     let labels: Vec<&str> = configs
         .iter()
@@ -49,13 +47,12 @@ async fn list_show_validate_and_check_aio() {
     );
 
     let show = c
-        .request(
+        .request_ok(
             &worker.base,
             "config/show",
             json!({"token": READ_TOKEN, "repository": "secretful"}),
         )
         .await;
-    assert_eq!(show["status"], "ok", "{show}");
     let text = show.to_string();
     for i in 1..=5 {
         assert!(
@@ -67,14 +64,12 @@ async fn list_show_validate_and_check_aio() {
     assert!(c.all_text().find("SECRET").is_none());
 
     // validate: one good config, then all (the broken one fails the job).
-    let res = c
-        .run_job(
-            &worker.base,
-            "config/validate",
-            json!({"token": READ_TOKEN, "repository": "plain"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "config/validate",
+        json!({"token": READ_TOKEN, "repository": "plain"}),
+    )
+    .await;
     let res = c
         .run_job(
             &worker.base,
@@ -121,24 +116,22 @@ async fn list_show_validate_and_check_aio() {
     assert_eq!(reachable["passed"], true);
 
     // The repository label is validated before any file is touched.
-    let resp = c
-        .request(
-            &worker.base,
-            "config/show",
-            json!({"token": READ_TOKEN, "repository": "../../etc/passwd"}),
-        )
+    c.refused(
+        &worker.base,
+        "config/show",
+        json!({"token": READ_TOKEN, "repository": "../../etc/passwd"}),
+        "invalid",
+    )
+    .await;
+    c.refused(
+        &worker.base,
+        "config/show",
+        json!({"token": READ_TOKEN, "repository": "nope"}),
+        "not_found",
+    )
+    .await;
+    c.refused(&worker.base, "config/list", json!({}), "unauthorized")
         .await;
-    assert_eq!(resp["error"]["code"], "invalid");
-    let resp = c
-        .request(
-            &worker.base,
-            "config/show",
-            json!({"token": READ_TOKEN, "repository": "nope"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "not_found");
-    let resp = c.request(&worker.base, "config/list", json!({})).await;
-    assert_eq!(resp["error"]["code"], "unauthorized");
 }
 
 /// The places the issue found secrets in, and more: each value holds `PLANTED`.
@@ -174,27 +167,22 @@ async fn config_show_masks_every_secret_over_mqtt_and_http() {
     let repos = Repos::new();
     std::fs::write(repos.config_dir().join("secretful.yaml"), SECRETFUL).unwrap();
     let (worker, url) = start_with_http(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     let over_mqtt = c
-        .request(
+        .request_ok(
             &worker.base,
             "config/show",
             json!({"token": READ_TOKEN, "repository": "secretful"}),
         )
         .await;
-    assert_eq!(over_mqtt["status"], "ok", "{over_mqtt}");
-    let over_http: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/cmd/config/show"))
-        .bearer_auth(READ_TOKEN)
-        .json(&json!({"repository": "secretful"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, over_http) = post_cmd(
+        &url,
+        "config/show",
+        Some(READ_TOKEN),
+        json!({"repository": "secretful"}),
+    )
+    .await;
     assert_eq!(over_http["data"], over_mqtt["data"]);
     let config = &over_mqtt["data"]["config"];
     // Harmless options are shown; commands, URLs' secrets and unknown keys are not.

@@ -28,12 +28,7 @@ async fn a_queued_extract_whose_parent_became_a_link_fails_and_writes_nothing_ou
     // A backup of "slow" waits, in a hook, until the test opens this FIFO; with one
     // job at a time the extract on "nc" queues behind it.
     let fifo = repos.dir.path().join("release");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success();
-    assert!(made, "mkfifo failed");
+    mkfifo(&fifo);
     repos.add(
         "slow",
         &format!(
@@ -43,36 +38,19 @@ async fn a_queued_extract_whose_parent_became_a_link_fails_and_writes_nothing_ou
     );
 
     let worker = Worker::start(&broker, &repos, &[("BMQTT_JOBS__MAX_CONCURRENT", "1")]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
-    let blocker = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "slow"}),
-        )
-        .await;
-    assert_eq!(blocker["status"], "ok", "{blocker}");
-    let blocker_id = blocker["job_id"].as_str().unwrap().to_string();
-    let queued = c
-        .request(
+    let blocker_id = c.start_backup(&worker.base, "slow").await;
+    let queued_id = c
+        .start_job(
             &worker.base,
             "archive/extract",
             json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                    "destination": "a/b"}),
         )
         .await;
-    assert_eq!(queued["status"], "ok", "{queued}");
-    let queued_id = queued["job_id"].as_str().unwrap().to_string();
-    let state = c
-        .request(
-            &worker.base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": queued_id}),
-        )
-        .await;
-    assert_eq!(state["data"]["state"], "queued", "{state}");
+    let state = c.job(&worker.base, &queued_id).await;
+    assert_eq!(state["state"], "queued", "{state}");
     let root = repos.restore_root();
     assert!(root.join("a/b").is_dir(), "accepted destinations are made");
 
@@ -106,15 +84,13 @@ async fn a_queued_extract_whose_parent_became_a_link_fails_and_writes_nothing_ou
     assert_eq!(entries(&outside), 1);
 
     // The worker goes on answering, and an extract to a clean destination works.
-    let ok = c
-        .run_job(
-            &worker.base,
-            "archive/extract",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
+    c.run_job_ok(
+        &worker.base,
+        "archive/extract",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                    "destination": "clean"}),
-        )
-        .await;
-    assert_eq!(ok["state"], "succeeded", "{ok}");
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

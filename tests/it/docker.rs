@@ -7,11 +7,18 @@ use crate::helpers::docker::{engine_or_skip, Aio, EngineProxy};
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-async fn worker_for(broker: &Broker, repos: &Repos, aio: &Aio, extra: &[(&str, &str)]) -> Worker {
+async fn worker_for(
+    broker: &Broker,
+    repos: &Repos,
+    aio: &Aio,
+    extra: &[(&str, &str)],
+) -> (Worker, Client) {
     let env = aio.worker_env();
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.extend_from_slice(extra);
-    Worker::start(broker, repos, &all).await
+    let worker = Worker::start(broker, repos, &all).await;
+    let client = subscribed(broker, &worker.base).await;
+    (worker, client)
 }
 
 /// Every `daily-backup.sh` flag, as the built-in write-role rule `aio-backup`
@@ -20,6 +27,13 @@ static BACKUP_ENV: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
     json!({"DAILY_BACKUP": "1", "CHECK_BACKUP": "0", "STOP_CONTAINERS": "0",
            "START_CONTAINERS": "1", "AUTOMATIC_UPDATES": "0"})
 });
+
+/// `container/exec` of AIO's `/daily-backup.sh` in its master container, with
+/// every flag the write role needs.
+fn daily_backup(aio: &Aio) -> Value {
+    json!({"token": WRITE_TOKEN, "container": aio.master(),
+           "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()})
+}
 
 fn lines_of(c: &Client, base: &str, job: &Value) -> Vec<String> {
     c.job_lines(base, job["job_id"].as_str().unwrap())
@@ -36,18 +50,11 @@ async fn exec_streams_lines_in_order_with_env_and_exit_codes() {
     let broker = Broker::start();
     let repos = Repos::new();
     let aio = Aio::start(&["SCRIPT_EXIT=3"], &[]);
-    let worker = worker_for(&broker, &repos, &aio, &[("BMQTT_JOBS__LOG_QOS", "1")]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let (worker, c) = worker_for(&broker, &repos, &aio, &[("BMQTT_JOBS__LOG_QOS", "1")]).await;
 
     // `/daily-backup.sh` contains "sh": the predecessor's substring rule blocked it.
     let res = c
-        .run_job(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(),
-                   "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()}),
-        )
+        .run_job(&worker.base, "container/exec", daily_backup(&aio))
         .await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["exit_code"], 3, "the exit code comes from exec inspect");
@@ -76,13 +83,12 @@ async fn exec_streams_lines_in_order_with_env_and_exit_codes() {
         .any(|l| l["stream"] == "stderr" && l["line"] == "daily-backup: a line on stderr"));
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "aio/healthcheck",
             json!({"token": READ_TOKEN}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["exit_code"], 0);
     assert!(lines_of(&c, &worker.base, &res).contains(&"healthy".to_string()));
 
@@ -111,9 +117,7 @@ async fn container_and_volume_listings() {
     let repos = Repos::new();
     let mut aio = Aio::start(&[], &[]);
     let volume = aio.add_volume("nextcloud_aio_nextcloud");
-    let worker = worker_for(&broker, &repos, &aio, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let (worker, c) = worker_for(&broker, &repos, &aio, &[]).await;
 
     let list = c
         .request(&worker.base, "container/list", json!({"token": READ_TOKEN}))
@@ -128,13 +132,12 @@ async fn container_and_volume_listings() {
     assert_eq!(containers[0]["state"], "created");
 
     let vols = c
-        .request(
+        .request_ok(
             &worker.base,
             "volume/list",
             json!({"token": READ_TOKEN, "sizes": true}),
         )
         .await;
-    assert_eq!(vols["status"], "ok", "{vols}");
     let names: Vec<&str> = vols["data"]["volumes"]
         .as_array()
         .unwrap()
@@ -157,7 +160,7 @@ async fn an_aio_backup_is_judged_by_the_borgbackup_container() {
     let repos = Repos::new();
     repos.add("aio", "");
     let mut aio = Aio::start(&["SCRIPT_EXIT=0"], &["BORG_EXIT=0"]);
-    let worker = worker_for(
+    let (worker, c) = worker_for(
         &broker,
         &repos,
         &aio,
@@ -168,18 +171,15 @@ async fn an_aio_backup_is_judged_by_the_borgbackup_container() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
 
     // Backup and check together is refused, as AIO refuses it.
-    let resp = c
-        .request(
-            &worker.base,
-            "aio/backup",
-            json!({"token": WRITE_TOKEN, "backup": true, "check": true}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
+    c.refused(
+        &worker.base,
+        "aio/backup",
+        json!({"token": WRITE_TOKEN, "backup": true, "check": true}),
+        "invalid",
+    )
+    .await;
 
     // A backup whose borgbackup container succeeds.
     let run = |c: Client, base: String| async move {
@@ -264,37 +264,28 @@ async fn aio_backups_and_borgmatic_backups_never_overlap() {
     let repos = Repos::new();
     repos.add("aio", "");
     let aio = Aio::start(&["SCRIPT_SLEEP=600"], &[]);
-    let worker = worker_for(
+    let (worker, c) = worker_for(
         &broker,
         &repos,
         &aio,
         &[("BMQTT_REPOSITORIES__AIO__AIO", "true")],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
 
     // Our own AIO backup runs (its script sleeps): backup/run on the AIO repository is busy.
-    let started = c
-        .request(&worker.base, "aio/backup", json!({"token": WRITE_TOKEN}))
+    let job = c
+        .start_job(&worker.base, "aio/backup", json!({"token": WRITE_TOKEN}))
         .await;
-    let job = started["job_id"].as_str().unwrap().to_string();
     let busy = c
-        .request(
+        .refused(
             &worker.base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "aio"}),
+            "busy",
         )
         .await;
-    assert_eq!(busy["error"]["code"], "busy", "{busy}");
     assert_eq!(busy["data"]["job_id"], json!(job));
-    c.request(
-        &worker.base,
-        "job/cancel",
-        json!({"token": WRITE_TOKEN, "job_id": job}),
-    )
-    .await;
-    assert_eq!(c.job_result(&worker.base, &job).await["state"], "cancelled");
+    assert_eq!(c.cancel(&worker.base, &job).await["state"], "cancelled");
 
     // AIO's borgbackup container runs on its own: both refuse.
     aio.start_borgbackup_running();
@@ -305,47 +296,22 @@ async fn aio_backups_and_borgmatic_backups_never_overlap() {
         ),
         ("aio/backup", json!({"token": WRITE_TOKEN})),
     ] {
-        let resp = c.request(&worker.base, cmd, body).await;
-        assert_eq!(resp["error"]["code"], "busy", "{cmd}: {resp}");
-        assert!(resp["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("borgbackup"));
+        c.refused_saying(&worker.base, cmd, body, "busy", "borgbackup")
+            .await;
     }
     aio.stop_borgbackup();
 
     // The reverse: a borgmatic backup of the AIO repository holds off aio/backup.
-    let blocker = repos.source("aio").join("pipe");
-    std::process::Command::new("mkfifo")
-        .arg(&blocker)
-        .status()
-        .unwrap();
-    std::fs::write(
-        repos.config_dir().join("aio.yaml"),
-        std::fs::read_to_string(repos.config_dir().join("aio.yaml")).unwrap()
-            + "read_special: true\n",
-    )
-    .unwrap();
-    let b = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "aio"}),
-        )
-        .await;
-    assert_eq!(b["status"], "ok", "{b}");
-    let resp = c
-        .request(&worker.base, "aio/backup", json!({"token": WRITE_TOKEN}))
-        .await;
-    assert_eq!(resp["error"]["code"], "busy", "{resp}");
-    c.request(
+    repos.block_backups("aio");
+    let b = c.start_backup(&worker.base, "aio").await;
+    c.refused(
         &worker.base,
-        "job/cancel",
-        json!({"token": WRITE_TOKEN, "job_id": b["job_id"]}),
+        "aio/backup",
+        json!({"token": WRITE_TOKEN}),
+        "busy",
     )
     .await;
-    c.job_result(&worker.base, b["job_id"].as_str().unwrap())
-        .await;
+    c.cancel(&worker.base, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -358,24 +324,17 @@ async fn a_lost_engine_answers_unavailable_and_never_hangs() {
     let aio = Aio::start(&["SCRIPT_SLEEP=600"], &[]);
     let proxy = EngineProxy::start().await;
     let host = proxy.host();
-    let worker = worker_for(
+    let (worker, c) = worker_for(
         &broker,
         &repos,
         &aio,
         &[("BMQTT_DOCKER__HOST", host.as_str())],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
 
-    let started = c
-        .request(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()}),
-        )
+    let job = c
+        .start_job(&worker.base, "container/exec", daily_backup(&aio))
         .await;
-    let job = started["job_id"].as_str().unwrap().to_string();
     let log_topic = worker.topic(&format!("jobs/{job}/log"));
     c.wait_for(|m| m.topic == log_topic && m.text().contains("daily-backup line 10"))
         .await;
@@ -386,10 +345,13 @@ async fn a_lost_engine_answers_unavailable_and_never_hangs() {
         res["error"].as_str().unwrap().contains("unavailable"),
         "{res}"
     );
-    let resp = c
-        .request(&worker.base, "container/list", json!({"token": READ_TOKEN}))
-        .await;
-    assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
+    c.refused(
+        &worker.base,
+        "container/list",
+        json!({"token": READ_TOKEN}),
+        "unavailable",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,31 +362,23 @@ async fn an_exec_past_its_timeout_ends_failed_and_says_so() {
     let broker = Broker::start();
     let repos = Repos::new();
     let aio = Aio::start(&["SCRIPT_SLEEP=600"], &[]);
-    let worker = worker_for(
+    let (worker, c) = worker_for(
         &broker,
         &repos,
         &aio,
         &[("BMQTT_JOBS__TIMEOUTS__CONTAINER_EXEC", "2")],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
     let res = c
-        .run_job(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/daily-backup.sh"], "env": BACKUP_ENV.clone()}),
-        )
+        .run_job(&worker.base, "container/exec", daily_backup(&aio))
         .await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["error"], "timed out after 2s");
     // The container's lock is released: the next exec is accepted.
-    let next = c
-        .request(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/healthcheck.sh"]}),
-        )
-        .await;
-    assert_eq!(next["status"], "ok", "{next}");
+    c.request_ok(
+        &worker.base,
+        "container/exec",
+        json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/healthcheck.sh"]}),
+    )
+    .await;
 }

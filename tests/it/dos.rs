@@ -81,15 +81,8 @@ fn rss_mib(pid: u32) -> u64 {
 /// The generous bound on the worker's memory after a flood (idle it uses ~15 MiB).
 const RSS_BOUND_MIB: u64 = 150;
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
 async fn post(url: &str, command: &str, token: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let resp = http()
+    let resp = http_client()
         .post(format!("{url}/api/v1/cmd/{command}"))
         .bearer_auth(token)
         .header("content-type", "application/json")
@@ -173,14 +166,13 @@ fn count_answers(c: &Client, topic: &str, id: &str) -> usize {
 /// no reconnect in its log. `watcher` subscribed to `<base>/status` at the start.
 async fn assert_never_dropped(worker: &impl Running, watcher: &Client) {
     // A request answered after everything else proves it still listens.
-    let list = watcher
-        .request(
+    watcher
+        .request_ok(
             worker.base(),
             "job/list",
             json!({"token": READ_TOKEN, "request_id": "still-there"}),
         )
         .await;
-    assert_eq!(list["status"], "ok", "{list}");
     let status = worker.topic("status");
     let msgs = watcher.messages();
     let states: Vec<String> = msgs
@@ -305,8 +297,7 @@ async fn oversize_and_deep_requests_are_refused_before_parsing() {
     repos.add("nc", "");
     let (worker, url) = start_with_http_process(&broker, &repos, &[]).await;
     let pid = worker.pid().unwrap();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     // No token needed to try: three 24 MiB arrays. The broker never delivers them
     // (larger than the worker's maximum packet size), so they cost it nothing.
@@ -455,8 +446,7 @@ async fn request_ids_are_per_principal_and_their_answers_bounded() {
     )
     .await;
     let pid = worker.pid().unwrap();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let base = &worker.base;
 
     // The answer to "a" before any job exists.
@@ -533,64 +523,40 @@ async fn queued_reads_are_capped_and_cannot_starve_a_backup() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let base = &worker.base;
 
     // The only running place: a backup hanging in ssh's connect to the silent port.
-    let holder = c
-        .request(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "blackhole"}),
-        )
-        .await;
-    let holder = holder["job_id"]
-        .as_str()
-        .expect("holder started")
-        .to_string();
-    let state = worker.topic(&format!("jobs/{holder}/state"));
-    c.wait_for(|m| m.topic == state && m.json()["state"] == "running")
-        .await;
+    let holder = c.start_backup(base, "blackhole").await;
+    c.wait_state(&worker.base, &holder, "running").await;
 
     // Three reads queue; the fourth is refused on both transports.
     let mut reads = Vec::new();
     for _ in 0..3 {
         let r = c
-            .request(base, "config/validate", json!({"token": READ_TOKEN}))
+            .request_ok(base, "config/validate", json!({"token": READ_TOKEN}))
             .await;
-        assert_eq!(r["status"], "ok", "{r}");
         reads.push(r["job_id"].as_str().unwrap().to_string());
     }
-    let refused = c
-        .request(base, "config/validate", json!({"token": READ_TOKEN}))
-        .await;
-    assert_eq!(refused["error"]["code"], "busy", "{refused}");
-    assert!(refused["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("queued"));
+    c.refused_saying(
+        base,
+        "config/validate",
+        json!({"token": READ_TOKEN}),
+        "busy",
+        "queued",
+    )
+    .await;
     let (status, resp) = post(&url, "config/validate", READ_TOKEN, b"{}".to_vec()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{resp}");
 
     // A backup is still accepted and, once the place is free, runs before the reads.
-    let backup = c
-        .request(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(backup["status"], "ok", "{backup}");
-    let backup = backup["job_id"].as_str().unwrap().to_string();
-    let cancel = c
-        .request(
-            base,
-            "job/cancel",
-            json!({"token": WRITE_TOKEN, "job_id": holder}),
-        )
-        .await;
-    assert_eq!(cancel["status"], "ok", "{cancel}");
+    let backup = c.start_backup(base, "nc").await;
+    c.request_ok(
+        base,
+        "job/cancel",
+        json!({"token": WRITE_TOKEN, "job_id": holder}),
+    )
+    .await;
     let result = c.job_result(base, &backup).await;
     assert_eq!(result["state"], "succeeded", "{result}");
     for r in &reads {
@@ -683,18 +649,14 @@ async fn an_answer_too_large_for_the_broker_becomes_a_small_error() {
         .unwrap();
     }
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let resp = c
-        .request(&worker.base, "config/list", json!({"token": READ_TOKEN}))
-        .await;
-    assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
-    assert!(
-        resp["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("4096 bytes"),
-        "{resp}"
-    );
+    let c = subscribed(&broker, &worker.base).await;
+    c.refused_saying(
+        &worker.base,
+        "config/list",
+        json!({"token": READ_TOKEN}),
+        "unavailable",
+        "4096 bytes",
+    )
+    .await;
     assert_never_dropped(&worker, &c).await;
 }

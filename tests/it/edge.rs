@@ -227,14 +227,7 @@ async fn half_sent_requests_never_starve_jobs_of_file_descriptors() {
     };
 
     // Meanwhile a backup over MQTT starts, runs and succeeds.
-    let result = client
-        .run_job(
-            &base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
+    client.backup_ok(&base, "nc").await;
     // Until a full round of held connections has reached the header timeout.
     loop {
         let next = progress.notified();
@@ -245,10 +238,9 @@ async fn half_sent_requests_never_starve_jobs_of_file_descriptors() {
             .await
             .expect("held connections were never closed");
     }
-    let r = client
-        .request(&base, "job/list", json!({"token": READ_TOKEN}))
+    client
+        .request_ok(&base, "job/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(r["status"], "ok", "{r}");
     stop.store(true, Ordering::Relaxed);
     let outcomes = flood.await.unwrap();
     let peak = peak.await.unwrap();
@@ -505,27 +497,25 @@ async fn unauthenticated_floods_leave_a_bounded_audit_trail() {
         let client = client.clone();
         let base = worker.base.clone();
         async move {
-            let r = client
-                .request(
+            client
+                .request_ok(
                     &base,
                     "job/list",
                     json!({"token": READ_TOKEN, "request_id": format!("authn-{n}"), "limit": 1}),
                 )
                 .await;
-            assert_eq!(r["status"], "ok", "{r}");
         }
     };
     for n in 0..100 {
         authenticated(n).await;
     }
     let listed = client
-        .request(
+        .request_ok(
             &worker.base,
             "audit/list",
             json!({"token": ADMIN_TOKEN, "limit": 1000}),
         )
         .await;
-    assert_eq!(listed["status"], "ok", "{listed}");
     let records = listed["data"]["records"].as_array().unwrap();
     assert_eq!(records[0]["request_id"], "authn-99", "newest first");
     assert_eq!(records.len(), 100, "the huge file's tail holds no record");
@@ -564,10 +554,9 @@ async fn connect_with_id(port: u16, user: &str, password: &str, client_id: &str)
 
 /// Asserts the worker still answers and never said `offline`.
 async fn still_online(watcher: &Client, base: &str) {
-    let r = watcher
-        .request(base, "job/list", json!({"token": READ_TOKEN}))
+    watcher
+        .request_ok(base, "job/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(r["status"], "ok", "{r}");
     let status = format!("{base}/status");
     let said: Vec<String> = watcher
         .seen

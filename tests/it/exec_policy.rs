@@ -67,8 +67,7 @@ async fn a_write_token_reaches_no_admin_capability_through_exec() {
     let repos = Repos::new();
     let aio = Aio::start(&[], &[]);
     let (worker, url) = worker_with(&broker, &repos, &aio, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let m = aio.master();
     let backup_ok = aio_env(1, 0, 0, 1, 0);
     let id = Aio::id(&m);
@@ -248,14 +247,13 @@ async fn a_write_token_reaches_no_admin_capability_through_exec() {
         (&json!("aio-backup"), &json!("write"), &json!(true)),
         "{resp}"
     );
-    let resp = c
-        .request(
-            &worker.base,
-            "security/exec-policy",
-            json!({"token": READ_TOKEN, "check": {"container": m, "command": ["/x"], "bogus": 1}}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
+    c.refused(
+        &worker.base,
+        "security/exec-policy",
+        json!({"token": READ_TOKEN, "check": {"container": m, "command": ["/x"], "bogus": 1}}),
+        "invalid",
+    )
+    .await;
     assert!(
         !aio.master_has("/tmp/daily-backup-ran"),
         "the dry run ran it"
@@ -263,14 +261,13 @@ async fn a_write_token_reaches_no_admin_capability_through_exec() {
 
     // The admin token may stop Nextcloud through exec (aio-stop).
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "container/exec",
             json!({"token": ADMIN_TOKEN, "container": m, "command": ["/daily-backup.sh"],
                    "env": aio_env(0, 0, 1, 0, 0)}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     let job = res["job_id"].as_str().unwrap();
     assert!(c.job_lines(&worker.base, job).iter().any(|l| l["line"]
         .as_str()
@@ -312,8 +309,7 @@ async fn an_exec_in_an_aio_container_waits_for_aio_and_borgmatic_backups() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let health =
         json!({"token": WRITE_TOKEN, "container": aio.master(), "command": ["/healthcheck.sh"]});
     let plain_echo = json!({"token": WRITE_TOKEN, "container": plain, "command": ["echo", "hi"]});
@@ -330,27 +326,17 @@ async fn an_exec_in_an_aio_container_waits_for_aio_and_borgmatic_backups() {
     assert!(!Aio::has(&plain, "/tmp/by-id"), "an exec by id prefix ran");
 
     // Our own AIO backup runs (its script sleeps).
-    let started = c
-        .request(&worker.base, "aio/backup", json!({"token": WRITE_TOKEN}))
+    let job = c
+        .start_job(&worker.base, "aio/backup", json!({"token": WRITE_TOKEN}))
         .await;
-    assert_eq!(started["status"], "ok", "{started}");
-    let job = started["job_id"].as_str().unwrap().to_string();
     for resp in both(&c, &worker.base, &url, "container/exec", health.clone()).await {
         assert_eq!(resp["error"]["code"], "busy", "{resp}");
         assert_eq!(resp["data"]["job_id"], json!(job));
     }
     // An exec outside AIO is not held up.
-    let res = c
-        .run_job(&worker.base, "container/exec", plain_echo.clone())
+    c.run_job_ok(&worker.base, "container/exec", plain_echo.clone())
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    c.request(
-        &worker.base,
-        "job/cancel",
-        json!({"token": WRITE_TOKEN, "job_id": job}),
-    )
-    .await;
-    c.job_result(&worker.base, &job).await;
+    c.cancel(&worker.base, &job).await;
 
     // AIO's borgbackup container runs on its own.
     aio.start_borgbackup_running();
@@ -376,42 +362,16 @@ async fn an_exec_in_an_aio_container_waits_for_aio_and_borgmatic_backups() {
     std::fs::remove_file(&lockfile).unwrap();
 
     // A borgmatic backup of the AIO repository (held open by a FIFO).
-    let blocker = repos.source("aio").join("pipe");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&blocker)
-        .status()
-        .unwrap()
-        .success());
-    let cfg = repos.config_dir().join("aio.yaml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&cfg).unwrap() + "read_special: true\n",
-    )
-    .unwrap();
-    let b = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "aio"}),
-        )
-        .await;
-    assert_eq!(b["status"], "ok", "{b}");
+    repos.block_backups("aio");
+    let b = c.start_backup(&worker.base, "aio").await;
     for resp in both(&c, &worker.base, &url, "container/exec", health.clone()).await {
         assert_eq!(resp["error"]["code"], "busy", "{resp}");
-        assert_eq!(resp["data"]["job_id"], b["job_id"]);
+        assert_eq!(resp["data"]["job_id"], json!(b));
     }
-    c.request(
-        &worker.base,
-        "job/cancel",
-        json!({"token": WRITE_TOKEN, "job_id": b["job_id"]}),
-    )
-    .await;
-    c.job_result(&worker.base, b["job_id"].as_str().unwrap())
-        .await;
+    c.cancel(&worker.base, &b).await;
 
     // Free again: the exec runs.
-    let res = c.run_job(&worker.base, "container/exec", health).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(&worker.base, "container/exec", health).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -486,8 +446,7 @@ async fn the_deny_list_refuses_wrappers_and_interpreters_a_rule_names() {
         &[("BMQTT_DOCKER__EXEC_POLICY_FILE", policy.as_str())],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     for (argv, entry) in &cases {
         let body = json!({"token": WRITE_TOKEN, "container": plain, "command": argv});
@@ -555,14 +514,12 @@ async fn the_deny_list_refuses_wrappers_and_interpreters_a_rule_names() {
         .contains(&json!("timeout")));
 
     // The control rule runs: the evidence check works, and the worker still answers.
-    let res = c
-        .run_job(
-            &worker.base,
-            "container/exec",
-            json!({"token": WRITE_TOKEN, "container": plain, "command": ["touch", "/tmp/allowed"]}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "container/exec",
+        json!({"token": WRITE_TOKEN, "container": plain, "command": ["touch", "/tmp/allowed"]}),
+    )
+    .await;
     assert!(Aio::has(&plain, "/tmp/allowed"));
     assert!(!Aio::has(&plain, "/tmp/pwned"));
 }

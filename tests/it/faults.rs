@@ -79,48 +79,13 @@ fn is_final(state: &Value) -> bool {
     !matches!(state.as_str(), Some("queued") | Some("running") | None)
 }
 
-async fn job_get(c: &Client, base: &str, job_id: &str) -> Value {
-    let r = c
-        .request(
-            base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": job_id}),
-        )
-        .await;
-    assert_eq!(r["status"], "ok", "{r}");
-    r["data"].clone()
-}
-
 /// The ids of every stored `backup/run` job.
 async fn stored_backups(c: &Client, base: &str) -> BTreeSet<String> {
-    let list = c
-        .request(
-            base,
-            "job/list",
-            json!({"token": READ_TOKEN, "limit": 1000}),
-        )
-        .await;
-    assert_eq!(list["status"], "ok", "{list}");
-    list["data"]["jobs"]
-        .as_array()
-        .unwrap()
+    c.jobs(base)
+        .await
         .iter()
         .filter(|j| j["command"] == "backup/run")
         .map(|j| j["job_id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Processes whose command line mentions `needle` (borgmatic's config path, borg's
-/// repository path, a hook's command).
-fn processes_with(needle: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", needle])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.contains("pgrep"))
-        .map(str::to_string)
         .collect()
 }
 
@@ -133,18 +98,6 @@ fn backups_under(dir: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until borg holds the repository lock (no event exists for a lock file).
-async fn until_locked(repo: &Path) {
-    let lock = repo.join("lock.exclusive");
-    tokio::time::timeout(WAIT, async {
-        while !lock.exists() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("borg never took the repository lock");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_record() {
     let broker = Broker::start();
@@ -153,13 +106,8 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
     // round: a killed borg may leave its lock behind).
     for round in 0..ROUNDS {
         let label = format!("mid{round}");
-        repos.add(&label, "read_special: true\n");
-        let ok = Command::new("mkfifo")
-            .arg(repos.source(&label).join("pipe"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        repos.add(&label, "");
+        repos.block_backups(&label);
     }
     // After borg: the archive is written, then a hook keeps borgmatic busy.
     // A sleep length of this run only, so that a process is recognised as ours.
@@ -195,7 +143,7 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
             Vec::<String>::new(),
             "orphans, round {round}"
         );
-        let rec = job_get(&c, &base, mid["job_id"].as_str().unwrap()).await;
+        let rec = c.job(&base, mid["job_id"].as_str().unwrap()).await;
         assert_eq!(rec["state"], "interrupted", "{rec}");
         assert!(rec.get("archive_written").is_none(), "{rec}");
         interrupted += 1;
@@ -218,7 +166,7 @@ async fn worker_kill_9_mid_backup_and_after_borg_leaves_no_orphan_and_an_honest_
         assert_eq!(backups_under(&dir), Vec::<String>::new());
         let archives = repos.archives("after");
         let newest = archives.last().unwrap().clone();
-        let rec = job_get(&c, &base, &job).await;
+        let rec = c.job(&base, &job).await;
         assert_eq!(rec["state"], "interrupted", "{rec}");
         assert_eq!(rec["archive_written"], json!(newest), "{rec}");
         // The retained summary says the same.
@@ -259,13 +207,12 @@ async fn the_same_request_after_a_worker_restart_runs_once() {
         worker.restart(&broker).await;
         // A QoS 1 redelivery after a crash looks exactly like this.
         let again = c
-            .request(
+            .request_ok(
                 &base,
                 "backup/run",
                 json!({"token": WRITE_TOKEN, "repository": "nc", "request_id": rid}),
             )
             .await;
-        assert_eq!(again["status"], "ok", "{again}");
         assert_eq!(again["job_id"], json!(job), "a second run was started");
         duplicates += 1;
     }
@@ -298,7 +245,7 @@ async fn broker_kill_9_without_persistence_leaves_every_retained_topic_whole() {
         w.wait_for(|m| m.topic == status && m.payload == b"online")
             .await;
         let id = started.last().unwrap();
-        assert_eq!(job_get(&w, &base, id).await["job_id"], json!(id));
+        assert_eq!(w.job(&base, id).await["job_id"], json!(id));
         answered += 1;
     }
     assert_eq!(answered, ROUNDS, "requests answered after a broker restart");
@@ -663,10 +610,8 @@ async fn a_full_state_dir_refuses_jobs_says_why_and_recovers() {
     let body = until_ready(&http, 503).await;
     assert!(body.to_string().contains("full"), "{body}");
     // The worker keeps answering what needs no disk.
-    let list = c
-        .request(&base, "job/list", json!({"token": READ_TOKEN}))
+    c.request_ok(&base, "job/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(list["status"], "ok", "{list}");
     // Space returns: the worker recovers by itself.
     std::fs::remove_file(disk.path().join("fill")).unwrap();
     until_ready(&http, 200).await;
@@ -727,13 +672,8 @@ async fn starting_on_a_full_or_read_only_state_dir_says_which() {
 async fn sigterm_mid_backup_ends_the_job_interrupted_with_nothing_left_running() {
     let broker = Broker::start();
     let repos = Repos::new();
-    repos.add("nc", "read_special: true\n");
-    let ok = Command::new("mkfifo")
-        .arg(repos.source("nc").join("pipe"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    repos.add("nc", "");
+    repos.block_backups("nc");
     let mut worker = Worker::start(&broker, &repos, &[]).await;
     let base = worker.base.clone();
     let c = requester(&broker, &base).await;

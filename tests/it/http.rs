@@ -7,33 +7,33 @@ use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-async fn post(url: &str, command: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-    let mut req = client()
-        .post(format!("{url}/api/v1/cmd/{command}"))
-        .json(&body);
+/// A GET of `path`, with `token` if any: the response itself.
+async fn get_raw(url: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = http_client().get(format!("{url}{path}"));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    req.send().await.unwrap()
 }
 
 async fn get(url: &str, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = client().get(format!("{url}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
+    let resp = get_raw(url, path, token).await;
     let status = resp.status();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The Prometheus scrape.
+async fn metrics(url: &str) -> String {
+    get_raw(url, "/metrics", None).await.text().await.unwrap()
+}
+
+/// The sequence numbers (event ids) of the `log` events, in order.
+fn log_seqs(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -47,7 +47,7 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
     let url = worker.url();
 
     // A job over HTTP: 202 with the same record MQTT would give.
-    let (status, started) = post(
+    let (status, started) = post_cmd(
         &url,
         "backup/run",
         Some(WRITE_TOKEN),
@@ -80,7 +80,7 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
         )
         .await;
     assert_eq!(list_http["data"], list_mqtt["data"]);
-    let (status, _) = post(&url, "config/list", Some(READ_TOKEN), json!({})).await;
+    let (status, _) = post_cmd(&url, "config/list", Some(READ_TOKEN), json!({})).await;
     assert_eq!(status, StatusCode::OK);
 
     // Log polling.
@@ -101,7 +101,7 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
     assert_eq!(log["next_after"], 3);
 
     // Every error code's status.
-    let raw = client()
+    let raw = http_client()
         .post(format!("{url}/api/v1/cmd/backup/run"))
         .bearer_auth(WRITE_TOKEN)
         .header("content-type", "application/json")
@@ -110,120 +110,102 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
         .await
         .unwrap();
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
-    let cases: Vec<(&str, Option<&str>, Value, StatusCode, &str)> = vec![
+    let status_of = |code: &str| match code {
+        "unauthorized" => StatusCode::UNAUTHORIZED,
+        "forbidden" => StatusCode::FORBIDDEN,
+        "invalid" => StatusCode::BAD_REQUEST,
+        "not_found" => StatusCode::NOT_FOUND,
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => unreachable!("{code}"),
+    };
+    let wrong = "wrong-token-wrong-token-wrong";
+    for (cmd, token, body, code) in [
         (
             "backup/run",
             None,
             json!({"repository": "nc"}),
-            StatusCode::UNAUTHORIZED,
             "unauthorized",
         ),
         (
             "backup/run",
-            Some("wrong-token-wrong-token-wrong"),
+            Some(wrong),
             json!({"repository": "nc"}),
-            StatusCode::UNAUTHORIZED,
             "unauthorized",
         ),
         (
             "backup/run",
             Some(READ_TOKEN),
             json!({"repository": "nc"}),
-            StatusCode::FORBIDDEN,
             "forbidden",
         ),
         (
             "backup/run",
             Some(WRITE_TOKEN),
             json!({"repository": "../etc"}),
-            StatusCode::BAD_REQUEST,
             "invalid",
         ),
         (
             "backup/run",
             Some(WRITE_TOKEN),
             json!({"repository": "nc", "x": 1}),
-            StatusCode::BAD_REQUEST,
             "invalid",
         ),
         (
             "backup/run",
             Some(WRITE_TOKEN),
             json!({"repository": "nc", "dry_run": "no"}),
-            StatusCode::BAD_REQUEST,
             "invalid",
         ),
         (
             "backup/run",
             Some(WRITE_TOKEN),
             json!({"repository": "nope"}),
-            StatusCode::NOT_FOUND,
             "not_found",
         ),
-        (
-            "backup/nope",
-            Some(WRITE_TOKEN),
-            json!({}),
-            StatusCode::BAD_REQUEST,
-            "invalid",
-        ),
-        (
-            "container/list",
-            Some(READ_TOKEN),
-            json!({}),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-        ),
-    ];
-    for (cmd, token, body, status, code) in cases {
-        let (got, resp) = post(&url, cmd, token, body.clone()).await;
-        assert_eq!(got, status, "{cmd} {body}: {resp}");
+        ("backup/nope", Some(WRITE_TOKEN), json!({}), "invalid"),
+        ("container/list", Some(READ_TOKEN), json!({}), "unavailable"),
+    ] {
+        let (got, resp) = post_cmd(&url, cmd, token, body.clone()).await;
+        assert_eq!(got, status_of(code), "{cmd} {body}: {resp}");
         assert_eq!(resp["error"]["code"], code, "{cmd} {body}: {resp}");
     }
-    let (status, resp) = get(&url, "/api/v1/jobs/not-a-uuid", Some(READ_TOKEN)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
-    let (status, _) = get(
-        &url,
-        "/api/v1/jobs/01a20d1c-b2e3-77de-8821-e6b253038ff0",
-        Some(READ_TOKEN),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = get(
-        &url,
-        &format!("/api/v1/jobs/{job}/log?after=x"),
-        Some(READ_TOKEN),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = get(&url, "/api/v1/jobs", None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for (path, token, status) in [
+        (
+            "/api/v1/jobs/not-a-uuid".to_string(),
+            Some(READ_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/jobs/01a20d1c-b2e3-77de-8821-e6b253038ff0".to_string(),
+            Some(READ_TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/v1/jobs/{job}/log?after=x"),
+            Some(READ_TOKEN),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/api/v1/jobs".to_string(), None, StatusCode::UNAUTHORIZED),
+    ] {
+        let (got, resp) = get(&url, &path, token).await;
+        assert_eq!(got, status, "GET {path}: {resp}");
+    }
 
     // A body over the limit.
     let big = json!({"repository": "x".repeat(2 * 1024 * 1024)});
-    let (status, _) = post(&url, "backup/run", Some(WRITE_TOKEN), big).await;
+    let (status, _) = post_cmd(&url, "backup/run", Some(WRITE_TOKEN), big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Busy: 409 naming the running job.
-    let blocker = repos.source("nc").join("pipe");
-    std::process::Command::new("mkfifo")
-        .arg(&blocker)
-        .status()
-        .unwrap();
-    let cfg = repos.config_dir().join("nc.yaml");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&cfg).unwrap() + "read_special: true\n",
-    )
-    .unwrap();
-    let (_, running) = post(
+    repos.block_backups("nc");
+    let (_, running) = post_cmd(
         &url,
         "backup/run",
         Some(WRITE_TOKEN),
         json!({"repository": "nc"}),
     )
     .await;
-    let (status, busy) = post(
+    let (status, busy) = post_cmd(
         &url,
         "archive/list",
         Some(READ_TOKEN),
@@ -232,7 +214,7 @@ async fn rest_mirrors_mqtt_with_the_spec_status_codes() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{busy}");
     assert_eq!(busy["data"]["job_id"], running["job_id"]);
-    let (status, _) = post(
+    let (status, _) = post_cmd(
         &url,
         "job/cancel",
         Some(WRITE_TOKEN),
@@ -265,7 +247,7 @@ async fn rate_limits_and_the_from_header() {
         .as_str()
         .unwrap()
         .contains("X-From-NodeRed"));
-    let wrong = client()
+    let wrong = http_client()
         .get(format!("{url}/api/v1/jobs"))
         .bearer_auth(READ_TOKEN)
         .header("X-From-NodeRed", "guess")
@@ -275,7 +257,7 @@ async fn rate_limits_and_the_from_header() {
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
 
     let call = || {
-        client()
+        http_client()
             .get(format!("{url}/api/v1/jobs"))
             .bearer_auth(READ_TOKEN)
             .header("X-From-NodeRed", "node-red-says-hello")
@@ -295,7 +277,7 @@ async fn rate_limits_and_the_from_header() {
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
     // Another class still has its quota.
-    let other = client()
+    let other = http_client()
         .post(format!("{url}/api/v1/cmd/job/cancel"))
         .bearer_auth(WRITE_TOKEN)
         .header("X-From-NodeRed", "node-red-says-hello")
@@ -306,12 +288,7 @@ async fn rate_limits_and_the_from_header() {
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     // Health stays outside both.
     assert_eq!(
-        client()
-            .get(format!("{url}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get_raw(&url, "/healthz", None).await.status(),
         StatusCode::OK
     );
 }
@@ -322,7 +299,7 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
     let repos = Repos::new();
     repos.add("nc", "");
     let (worker, url) = start_with_http(&broker, &repos, &[]).await;
-    let (_, started) = post(
+    let (_, started) = post_cmd(
         &url,
         "backup/run",
         Some(WRITE_TOKEN),
@@ -332,29 +309,25 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
     let job = started["job_id"].as_str().unwrap().to_string();
 
     // Connected right after the start: backlog plus live lines, then the result.
-    let resp = client()
-        .get(format!("{url}/api/v1/jobs/{job}/events"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_raw(
+        &url,
+        &format!("/api/v1/jobs/{job}/events"),
+        Some(READ_TOKEN),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = read_sse(resp, |_| false).await;
     assert_eq!(events.first().unwrap().event, "state");
     assert_eq!(events.last().unwrap().event, "result", "{events:?}");
     assert_eq!(events.last().unwrap().json()["state"], "succeeded");
-    let seqs: Vec<u64> = events
-        .iter()
-        .filter(|e| e.event == "log")
-        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
-        .collect();
+    let seqs = log_seqs(&events);
     let n = events.last().unwrap().json()["lines"].as_u64().unwrap();
     assert!(n >= 4);
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "gaps or repeats");
 
     // Resume after seq 2.
-    let resp = client()
+    let resp = http_client()
         .get(format!("{url}/api/v1/jobs/{job}/events"))
         .bearer_auth(READ_TOKEN)
         .header("Last-Event-ID", "2")
@@ -362,11 +335,7 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
         .await
         .unwrap();
     let events = read_sse(resp, |_| false).await;
-    let seqs: Vec<u64> = events
-        .iter()
-        .filter(|e| e.event == "log")
-        .map(|e| e.id.as_ref().unwrap().parse().unwrap())
-        .collect();
+    let seqs = log_seqs(&events);
     assert_eq!(seqs, (3..=n).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap().event, "result");
 
@@ -375,12 +344,12 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
         let (url, job) = (url.clone(), job.clone());
         let k = k.to_string();
         async move {
-            let resp = client()
-                .get(format!("{url}/api/v1/jobs/{job}/events?kinds={k}"))
-                .bearer_auth(READ_TOKEN)
-                .send()
-                .await
-                .unwrap();
+            let resp = get_raw(
+                &url,
+                &format!("/api/v1/jobs/{job}/events?kinds={k}"),
+                Some(READ_TOKEN),
+            )
+            .await;
             (resp.status(), resp)
         }
     };
@@ -399,22 +368,17 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
         let (status, _) = kinds(bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
     }
-    let resp = client()
-        .get(format!("{url}/api/v1/jobs/{job}/events?bogus=1"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_raw(
+        &url,
+        &format!("/api/v1/jobs/{job}/events?bogus=1"),
+        Some(READ_TOKEN),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // The global stream sees a later job's state changes.
-    let resp = client()
-        .get(format!("{url}/api/v1/events"))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let (_, second) = post(
+    let resp = get_raw(&url, "/api/v1/events", Some(READ_TOKEN)).await;
+    let (_, second) = post_cmd(
         &url,
         "archive/list",
         Some(READ_TOKEN),
@@ -435,20 +399,14 @@ async fn sse_delivers_every_line_in_order_and_resumes_without_gaps_or_repeats() 
     assert_eq!(states, ["queued", "running", "succeeded"]);
 
     // SSE needs a token; an unknown job is a 404.
-    let resp = client()
-        .get(format!("{url}/api/v1/jobs/{job}/events"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_raw(&url, &format!("/api/v1/jobs/{job}/events"), None).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = client()
-        .get(format!(
-            "{url}/api/v1/jobs/01a20d1c-b2e3-77de-8821-e6b253038ff0/events"
-        ))
-        .bearer_auth(READ_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_raw(
+        &url,
+        "/api/v1/jobs/01a20d1c-b2e3-77de-8821-e6b253038ff0/events",
+        Some(READ_TOKEN),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     drop(worker);
 }
@@ -468,28 +426,20 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
         .unwrap()
         .starts_with("borgmatic 2"));
 
-    let before = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = metrics(&url).await;
     assert!(!before.contains("bmqtt_last_backup_success_timestamp_seconds{repository=\"nc\"}"));
-    let (_, started) = post(
+    let (_, started) = post_cmd(
         &url,
         "backup/run",
         Some(WRITE_TOKEN),
         json!({"repository": "nc"}),
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let job = started["job_id"].as_str().unwrap();
     let res = c.job_result(&worker.base, job).await;
     assert_eq!(res["state"], "succeeded");
-    let (_, listed) = post(
+    let (_, listed) = post_cmd(
         &url,
         "archive/list",
         Some(READ_TOKEN),
@@ -501,14 +451,7 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
     // The metrics task reads the same event stream; poll the scrape briefly.
     let mut text = String::new();
     for _ in 0..100 {
-        text = client()
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = metrics(&url).await;
         if text.contains("bmqtt_archives{repository=\"nc\"} 1") {
             break;
         }
@@ -551,14 +494,7 @@ async fn readiness_follows_the_broker_and_metrics_follow_jobs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "/readyz did not recover after the broker came back");
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(&url).await;
     assert!(
         !text.contains("bmqtt_mqtt_reconnects 0"),
         "a reconnect was not counted"
@@ -580,23 +516,17 @@ async fn json_logs_audit_trail_and_openapi() {
         .app()
         .await;
     let url = worker.url();
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = c.backup(&worker.base, "nc").await;
     let job = res["job_id"].as_str().unwrap().to_string();
     // Refusals too: unauthorized, forbidden.
-    post(
+    post_cmd(
         &url,
         "backup/run",
         Some("bad-token-bad-token-bad-token"),
         json!({"repository": "nc"}),
     )
     .await;
-    post(
+    post_cmd(
         &url,
         "backup/run",
         Some(READ_TOKEN),
@@ -625,9 +555,10 @@ async fn json_logs_audit_trail_and_openapi() {
     );
 
     // The audit trail: admin only, refusals included, no secret.
-    let (status, _) = post(&url, "audit/list", Some(WRITE_TOKEN), json!({})).await;
+    let (status, _) = post_cmd(&url, "audit/list", Some(WRITE_TOKEN), json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, audit) = post(&url, "audit/list", Some(ADMIN_TOKEN), json!({"limit": 50})).await;
+    let (status, audit) =
+        post_cmd(&url, "audit/list", Some(ADMIN_TOKEN), json!({"limit": 50})).await;
     assert_eq!(status, StatusCode::OK, "{audit}");
     let records = audit["data"]["records"].as_array().unwrap();
     let outcomes: Vec<(&str, &str)> = records
@@ -664,8 +595,10 @@ async fn json_logs_audit_trail_and_openapi() {
             .replace("{job_id}", &job);
         for method in ops.as_object().unwrap().keys() {
             let req = match method.as_str() {
-                "get" => client().get(format!("{url}{concrete}")),
-                "post" => client().post(format!("{url}{concrete}")).json(&json!({})),
+                "get" => http_client().get(format!("{url}{concrete}")),
+                "post" => http_client()
+                    .post(format!("{url}{concrete}"))
+                    .json(&json!({})),
                 other => panic!("unexpected method {other}"),
             };
             let resp =

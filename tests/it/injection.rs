@@ -7,17 +7,9 @@
 //! inside still extracts.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::helpers::*;
 use serde_json::{json, Value};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
 
 /// One request over one transport: the answer's `error.code` (or `"ok"`).
 async fn code(
@@ -29,15 +21,7 @@ async fn code(
     body: Value,
 ) -> String {
     if over_http {
-        let resp = http()
-            .post(format!("{url}/api/v1/cmd/{cmd}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        let (status, v) = post_cmd(url, cmd, Some(ADMIN_TOKEN), body.clone()).await;
         let code = v["error"]["code"].as_str().unwrap_or("ok").to_string();
         if code == "invalid" {
             assert_eq!(
@@ -53,20 +37,6 @@ async fn code(
         let v = c.request(base, cmd, body).await;
         v["error"]["code"].as_str().unwrap_or("ok").to_string()
     }
-}
-
-async fn job_count(c: &Client, base: &str) -> usize {
-    let v = c
-        .request(
-            base,
-            "job/list",
-            json!({"token": READ_TOKEN, "limit": 1000}),
-        )
-        .await;
-    v["data"]["jobs"]
-        .as_array()
-        .expect("job/list answers")
-        .len()
 }
 
 fn tree(dir: &Path) -> Vec<String> {
@@ -126,30 +96,20 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let backup = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(backup["state"], "succeeded", "{backup}");
+    let c = subscribed(&broker, &worker.base).await;
+    let backup = c.backup_ok(&worker.base, "nc").await;
     let archive = backup["data"]["archive"].as_str().unwrap().to_string();
-    let created = c
-        .request(
-            &worker.base,
-            "ssh-key/create",
-            json!({"token": ADMIN_TOKEN, "name": "k"}),
-        )
-        .await;
-    assert_eq!(created["status"], "ok", "{created}");
+    c.request_ok(
+        &worker.base,
+        "ssh-key/create",
+        json!({"token": ADMIN_TOKEN, "name": "k"}),
+    )
+    .await;
 
     let planted = repos.dir.path().join("planted-profile");
     let repo_config = repos.repo_path("nc").join("config");
     let config_before = std::fs::read(&repo_config).unwrap();
-    let jobs_before = job_count(&c, &worker.base).await;
+    let jobs_before = c.job_count(&worker.base).await;
     let watched: Vec<PathBuf> = vec![
         repos.restore_root(),
         repos.mount_root(),
@@ -158,150 +118,74 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
     ];
     let trees_before: Vec<Vec<String>> = watched.iter().map(|d| tree(d)).collect();
 
-    // (command, a valid body, the field to poison, whether it is a list)
-    let cases: Vec<(&str, Value, &str, bool)> = vec![
+    // (command, a valid body, the fields to poison: values, then lists)
+    let extract = json!({"repository": "nc", "archive": archive, "destination": "d"});
+    let export = json!({"repository": "nc", "archive": archive, "destination": "d.tar"});
+    let in_archive = json!({"repository": "nc", "archive": archive});
+    let mount = json!({"repository": "nc", "archive": archive, "mount_point": "m"});
+    let mount_point = json!({"repository": "nc", "mount_point": "m"});
+    let repository = json!({"repository": "nc"});
+    let ssh_test = json!({"name": "k", "host": "127.0.0.1"});
+    let exec = json!({"container": "nextcloud-aio-nextcloud", "command": ["/bin/true"]});
+    let none: &[&str] = &[];
+    let cases: Vec<(&str, Value, &[&str], &[&str])> = vec![
         (
             "archive/extract",
-            json!({"repository": "nc", "archive": archive, "destination": "d"}),
-            "archive",
-            false,
-        ),
-        (
-            "archive/extract",
-            json!({"repository": "nc", "archive": archive, "destination": "d"}),
-            "paths",
-            true,
-        ),
-        (
-            "archive/extract",
-            json!({"repository": "nc", "archive": archive, "destination": "d"}),
-            "destination",
-            false,
-        ),
-        (
-            "archive/extract",
-            json!({"repository": "nc", "archive": archive, "destination": "d"}),
-            "repository",
-            false,
+            extract,
+            &["archive", "destination", "repository"],
+            &["paths"],
         ),
         (
             "archive/export-tar",
-            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
-            "archive",
-            false,
-        ),
-        (
-            "archive/export-tar",
-            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
-            "paths",
-            true,
-        ),
-        (
-            "archive/export-tar",
-            json!({"repository": "nc", "archive": archive, "destination": "d.tar"}),
-            "destination",
-            false,
+            export,
+            &["archive", "destination"],
+            &["paths"],
         ),
         (
             "backup/restore-dumps",
-            json!({"repository": "nc", "archive": archive}),
-            "archive",
-            false,
+            in_archive.clone(),
+            &["archive"],
+            &["databases"],
         ),
-        (
-            "backup/restore-dumps",
-            json!({"repository": "nc", "archive": archive}),
-            "databases",
-            true,
-        ),
-        (
-            "archive/info",
-            json!({"repository": "nc", "archive": archive}),
-            "archive",
-            false,
-        ),
-        (
-            "archive/mount",
-            json!({"repository": "nc", "archive": archive, "mount_point": "m"}),
-            "archive",
-            false,
-        ),
-        (
-            "archive/mount",
-            json!({"repository": "nc", "mount_point": "m"}),
-            "mount_point",
-            false,
-        ),
-        (
-            "archive/umount",
-            json!({"repository": "nc", "mount_point": "m"}),
-            "mount_point",
-            false,
-        ),
-        (
-            "backup/verify",
-            json!({"repository": "nc", "archive": archive}),
-            "archive",
-            false,
-        ),
-        (
-            "repo/info",
-            json!({"repository": "nc"}),
-            "repository",
-            false,
-        ),
-        (
-            "archive/delete",
-            json!({"repository": "nc", "archive": archive}),
-            "archive",
-            false,
-        ),
+        ("archive/info", in_archive.clone(), &["archive"], none),
+        ("archive/mount", mount, &["archive"], none),
+        ("archive/mount", mount_point.clone(), &["mount_point"], none),
+        ("archive/umount", mount_point, &["mount_point"], none),
+        ("backup/verify", in_archive.clone(), &["archive"], none),
+        ("repo/info", repository.clone(), &["repository"], none),
+        ("archive/delete", in_archive, &["archive"], none),
         (
             "repo/create",
             json!({"repository": "nc", "encryption": "repokey"}),
-            "encryption",
-            false,
+            &["encryption"],
+            none,
         ),
-        (
-            "key/export",
-            json!({"repository": "nc"}),
-            "repository",
-            false,
-        ),
-        (
-            "ssh-key/test",
-            json!({"name": "k", "host": "127.0.0.1"}),
-            "name",
-            false,
-        ),
-        (
-            "ssh-key/test",
-            json!({"name": "k", "host": "127.0.0.1"}),
-            "host",
-            false,
-        ),
-        ("ssh-key/delete", json!({"name": "k"}), "name", false),
-        ("ssh-key/rotate", json!({"name": "k"}), "name", false),
-        ("ssh-key/create", json!({"name": "k2"}), "name", false),
+        ("key/export", repository, &["repository"], none),
+        ("ssh-key/test", ssh_test, &["name", "host"], none),
+        ("ssh-key/delete", json!({"name": "k"}), &["name"], none),
+        ("ssh-key/rotate", json!({"name": "k"}), &["name"], none),
+        ("ssh-key/create", json!({"name": "k2"}), &["name"], none),
         (
             "net/tcp-check",
             json!({"host": "127.0.0.1", "port": 22}),
-            "host",
-            false,
+            &["host"],
+            none,
         ),
-        (
-            "container/exec",
-            json!({"container": "nextcloud-aio-nextcloud", "command": ["/bin/true"]}),
-            "container",
-            false,
-        ),
+        ("container/exec", exec, &["container"], none),
     ];
+    let cases: Vec<(&str, &Value, &str, bool)> = cases
+        .iter()
+        .flat_map(|(cmd, body, values, lists)| {
+            let values = values.iter().map(move |f| (*cmd, body, *f, false));
+            values.chain(lists.iter().map(move |f| (*cmd, body, *f, true)))
+        })
+        .collect();
     let mut tried = 0;
     for over_http in [false, true] {
-        for (cmd, body, field, list) in &cases {
+        for &(cmd, body, field, list) in &cases {
             for bad in hostile(&planted) {
                 let mut b = body.clone();
-                b[*field] = if *list { json!([bad]) } else { json!(bad) };
+                b[field] = if list { json!([bad]) } else { json!(bad) };
                 let got = code(&c, &url, &worker.base, over_http, cmd, b).await;
                 let transport = if over_http { "HTTP" } else { "MQTT" };
                 assert_eq!(got, "invalid", "{transport} {cmd} {field}={bad:?}");
@@ -361,7 +245,7 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
 
     // Nothing ran, nothing was written, and the worker still answers.
     assert_eq!(
-        job_count(&c, &worker.base).await,
+        c.job_count(&worker.base).await,
         jobs_before,
         "a job was created"
     );
@@ -370,24 +254,19 @@ async fn every_field_that_reaches_an_argv_refuses_option_lookalikes_over_both_tr
     for (d, before) in watched.iter().zip(&trees_before) {
         assert_eq!(&tree(d), before, "{} changed", d.display());
     }
-    let info = c
-        .run_job(
-            &worker.base,
-            "repo/info",
-            json!({"token": READ_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(info["state"], "succeeded", "{info}");
-    let (status, _) = (
-        http()
-            .get(format!("{url}/api/v1/jobs"))
-            .bearer_auth(READ_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        (),
-    );
+    c.run_job_ok(
+        &worker.base,
+        "repo/info",
+        json!({"token": READ_TOKEN, "repository": "nc"}),
+    )
+    .await;
+    let status = http_client()
+        .get(format!("{url}/api/v1/jobs"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert!(status.is_success());
 }
 
@@ -402,20 +281,12 @@ async fn paths_with_dashes_inside_still_extract_exactly() {
     std::fs::write(src.join("data/-odd"), "odd\n").unwrap();
     std::fs::write(src.join("data/re:x"), "pattern-looking\n").unwrap();
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let backup = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(backup["state"], "succeeded", "{backup}");
+    let c = subscribed(&broker, &worker.base).await;
+    let backup = c.backup_ok(&worker.base, "nc").await;
     let archive = backup["data"]["archive"].as_str().unwrap();
     let rel = src.strip_prefix("/").unwrap().display().to_string();
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "archive/extract",
             json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
@@ -424,7 +295,6 @@ async fn paths_with_dashes_inside_still_extract_exactly() {
                              format!("{rel}/data/re:x/")]}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     let out = repos
         .restore_root()
         .join("with-dashes/my-restore")
@@ -481,8 +351,7 @@ async fn ssh_key_delete_and_rotate_touch_only_keys_the_worker_made() {
         &[WITH_ADMIN, ("BMQTT_SSH__KEY_DIR", key_dir_s.as_str())],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let snapshot = || {
         let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&key_dir)
             .unwrap()
@@ -536,22 +405,18 @@ async fn ssh_key_delete_and_rotate_touch_only_keys_the_worker_made() {
     );
 
     // A key the worker made is rotated and deleted as before.
-    let made = c
-        .request(
-            &worker.base,
-            "ssh-key/create",
-            json!({"token": ADMIN_TOKEN, "name": "k"}),
-        )
-        .await;
-    assert_eq!(made["status"], "ok", "{made}");
-    let rotated = c
-        .request(
-            &worker.base,
-            "ssh-key/rotate",
-            json!({"token": ADMIN_TOKEN, "name": "k"}),
-        )
-        .await;
-    assert_eq!(rotated["status"], "ok", "{rotated}");
+    c.request_ok(
+        &worker.base,
+        "ssh-key/create",
+        json!({"token": ADMIN_TOKEN, "name": "k"}),
+    )
+    .await;
+    c.request_ok(
+        &worker.base,
+        "ssh-key/rotate",
+        json!({"token": ADMIN_TOKEN, "name": "k"}),
+    )
+    .await;
     for name in ["k.old", "k"] {
         let del = code(
             &c,

@@ -2,34 +2,15 @@
 //! of the broker, and what a dead worker leaves behind.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::helpers::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A repository whose backup blocks: borg reads a FIFO nobody writes to
 /// (`read_special`), holding the repository lock until it is stopped.
 fn blocking_repo(repos: &Repos, label: &str) {
-    repos.add(label, "read_special: true\n");
-    let fifo = repos.source(label).join("pipe");
-    let ok = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "mkfifo failed");
-}
-
-/// Waits until borg holds the repository lock (no event exists for a lock file).
-async fn until_locked(repo: &Path) {
-    let lock = repo.join("lock.exclusive");
-    tokio::time::timeout(WAIT, async {
-        while !lock.exists() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("borg never took the repository lock");
+    repos.add(label, "");
+    repos.block_backups(label);
 }
 
 /// Ends borg processes a killed worker left behind.
@@ -39,63 +20,30 @@ fn kill_orphans(repo: &Path) {
         .status();
 }
 
-async fn start_backup(c: &Client, base: &str, label: &str) -> String {
-    let resp = c
-        .request(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": label}),
-        )
-        .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
-    resp["job_id"].as_str().unwrap().to_string()
-}
-
-async fn state_of(c: &Client, base: &str, job_id: &str) -> Value {
-    let r = c
-        .request(
-            base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": job_id}),
-        )
-        .await;
-    assert_eq!(r["status"], "ok", "{r}");
-    r["data"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_then_cancel_leaves_a_repository_that_passes_check() {
     let broker = Broker::start();
     let repos = Repos::new();
     blocking_repo(&repos, "nc");
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
-    let job = start_backup(&c, &worker.base, "nc").await;
+    let job = c.start_backup(&worker.base, "nc").await;
     until_locked(&repos.repo_path("nc")).await;
-    assert_eq!(state_of(&c, &worker.base, &job).await["state"], "running");
+    assert_eq!(c.job(&worker.base, &job).await["state"], "running");
 
     // A second job on the same repository is refused, naming the running one.
     let busy = c
-        .request(
+        .refused(
             &worker.base,
             "archive/list",
             json!({"token": READ_TOKEN, "repository": "nc"}),
+            "busy",
         )
         .await;
-    assert_eq!(busy["error"]["code"], "busy", "{busy}");
     assert_eq!(busy["data"]["job_id"], job);
 
-    let cancel = c
-        .request(
-            &worker.base,
-            "job/cancel",
-            json!({"token": WRITE_TOKEN, "job_id": job}),
-        )
-        .await;
-    assert_eq!(cancel["status"], "ok", "{cancel}");
-    let res = c.job_result(&worker.base, &job).await;
+    let res = c.cancel(&worker.base, &job).await;
     assert_eq!(res["state"], "cancelled", "{res}");
     assert!(res["finished_at"].is_string());
     assert!(
@@ -106,13 +54,12 @@ async fn busy_then_cancel_leaves_a_repository_that_passes_check() {
 
     // The repository is free again.
     let again = c
-        .request(
+        .request_ok(
             &worker.base,
             "archive/list",
             json!({"token": READ_TOKEN, "repository": "nc"}),
         )
         .await;
-    assert_eq!(again["status"], "ok", "{again}");
     let res = c
         .job_result(&worker.base, again["job_id"].as_str().unwrap())
         .await;
@@ -130,9 +77,8 @@ async fn a_job_past_its_timeout_fails_and_releases_the_lock() {
         &[("BMQTT_JOBS__TIMEOUTS__BACKUP_RUN", "3")],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let job = start_backup(&c, &worker.base, "nc").await;
+    let c = subscribed(&broker, &worker.base).await;
+    let job = c.start_backup(&worker.base, "nc").await;
     let res = c.job_result(&worker.base, &job).await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["error"], "timed out after 3s");
@@ -146,24 +92,23 @@ async fn a_restart_keeps_history_and_marks_the_running_job_interrupted() {
     repos.add("done", "");
     blocking_repo(&repos, "nc");
     let mut worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
-    let finished = start_backup(&c, &worker.base, "done").await;
+    let finished = c.start_backup(&worker.base, "done").await;
     assert_eq!(
         c.job_result(&worker.base, &finished).await["state"],
         "succeeded"
     );
-    let running = start_backup(&c, &worker.base, "nc").await;
+    let running = c.start_backup(&worker.base, "nc").await;
     until_locked(&repos.repo_path("nc")).await;
 
     worker.restart(&broker).await;
     kill_orphans(&repos.repo_path("nc"));
 
-    let rec = state_of(&c, &worker.base, &running).await;
+    let rec = c.job(&worker.base, &running).await;
     assert_eq!(rec["state"], "interrupted", "{rec}");
     assert!(rec["finished_at"].is_string());
-    let old = state_of(&c, &worker.base, &finished).await;
+    let old = c.job(&worker.base, &finished).await;
     assert_eq!(old["state"], "succeeded");
     assert!(old["data"]["archive"].is_string(), "result data was lost");
 
@@ -204,8 +149,7 @@ async fn after_a_broker_restart_the_worker_resubscribes_and_answers() {
     broker.restart();
     // The broker keeps nothing (persistence off): `online` can only come from the
     // worker reconnecting.
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let status = worker.topic("status");
     c.wait_for(|m| m.topic == status && m.payload == b"online")
         .await;
@@ -214,10 +158,8 @@ async fn after_a_broker_restart_the_worker_resubscribes_and_answers() {
     let retained = fresh.wait_for(|m| m.topic == status).await;
     assert!(retained.retain);
     assert_eq!(retained.text(), "online");
-    let resp = c
-        .request(&worker.base, "job/list", json!({"token": READ_TOKEN}))
+    c.request_ok(&worker.base, "job/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,9 +190,8 @@ async fn sigterm_interrupts_jobs_publishes_offline_and_exits_cleanly() {
     let repos = Repos::new();
     blocking_repo(&repos, "nc");
     let mut worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let job = start_backup(&c, &worker.base, "nc").await;
+    let c = subscribed(&broker, &worker.base).await;
+    let job = c.start_backup(&worker.base, "nc").await;
     until_locked(&repos.repo_path("nc")).await;
 
     let status = worker.terminate();
@@ -304,10 +245,7 @@ async fn the_worker_connects_over_tls_and_answers() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let resp = c
-        .request(&worker.base, "job/list", json!({"token": READ_TOKEN}))
+    let c = subscribed(&broker, &worker.base).await;
+    c.request_ok(&worker.base, "job/list", json!({"token": READ_TOKEN}))
         .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
 }

@@ -3,16 +3,10 @@
 use crate::helpers::*;
 use serde_json::json;
 
-async fn backup(c: &Client, base: &str, label: &str) -> String {
-    let res = c
-        .run_job(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": label}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    res["data"]["archive"].as_str().unwrap().to_string()
+/// `repo/lock-status` of every repository.
+async fn lock_status(c: &Client, base: &str) -> serde_json::Value {
+    c.request(base, "repo/lock-status", json!({"token": READ_TOKEN}))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -23,69 +17,61 @@ async fn prune_dry_run_deletes_nothing_and_prune_keeps_what_retention_says() {
     // still unfulfilled, borg 1.2 would also keep the oldest.)
     repos.add("nc", "keep_daily: 1\n");
     let worker = Worker::start(&broker, &repos, &[]).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let mut names = Vec::new();
     for _ in 0..3 {
-        names.push(backup(&c, &worker.base, "nc").await);
+        names.push(c.backup_archive(&worker.base, "nc").await);
     }
     assert_eq!(repos.archives("nc").len(), 3);
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "repo/prune",
             json!({"token": WRITE_TOKEN, "repository": "nc", "dry_run": true}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["dry_run"], true);
     assert_eq!(repos.archives("nc").len(), 3, "a dry run pruned");
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "repo/prune",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "repo/prune",
+        json!({"token": WRITE_TOKEN, "repository": "nc"}),
+    )
+    .await;
     assert_eq!(
         repos.archives("nc"),
         vec![names[2].clone()],
         "keep_daily 1 keeps the newest of the day"
     );
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "repo/compact",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "repo/compact",
+        json!({"token": WRITE_TOKEN, "repository": "nc"}),
+    )
+    .await;
     assert!(repos.check("nc"));
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "repo/info",
             json!({"token": READ_TOKEN, "repository": "nc"}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert_eq!(res["data"]["encryption"]["mode"], "repokey-blake2");
     assert!(res["data"]["cache"]["stats"].is_object());
 
     // Prune is a write command.
-    let resp = c
-        .request(
-            &worker.base,
-            "repo/prune",
-            json!({"token": READ_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
+    c.refused(
+        &worker.base,
+        "repo/prune",
+        json!({"token": READ_TOKEN, "repository": "nc"}),
+        "forbidden",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,21 +82,19 @@ async fn check_passes_and_fails_on_a_corrupted_segment_and_repair_needs_admin() 
         worker,
         client: c,
     } = Scenario::new().repo("nc").admin().process().await;
-    backup(&c, &worker.base, "nc").await;
+    c.backup_archive(&worker.base, "nc").await;
 
     let body = json!({"token": WRITE_TOKEN, "repository": "nc"});
-    let res = c.run_job(&worker.base, "repo/check", body.clone()).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(&worker.base, "repo/check", body.clone()).await;
 
-    let resp = c
-        .request(
-            &worker.base,
-            "repo/check",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "repair": true}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden", "{resp}");
-    assert!(resp["error"]["message"].as_str().unwrap().contains("admin"));
+    c.refused_saying(
+        &worker.base,
+        "repo/check",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "repair": true}),
+        "forbidden",
+        "admin",
+    )
+    .await;
 
     // Flip bytes in the middle of the largest segment file.
     let data = repos.repo_path("nc").join("data");
@@ -179,44 +163,9 @@ async fn a_held_lock_is_reported_named_in_the_failure_and_broken_by_the_admin() 
     );
 
     // Another borg process holds the lock.
-    // Its own process group, no inherited pipes: killing the group leaves nothing
-    // behind that would keep the test runner's output open.
-    use std::os::unix::process::CommandExt;
-    let mut holder = std::process::Command::new("borg")
-        .args([
-            "with-lock",
-            repos.repo_path("nc").to_str().unwrap(),
-            "sleep",
-            "600",
-        ])
-        .envs(repos.borg_env())
-        .env("BORG_PASSPHRASE", PASSPHRASE)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let kill_group = |pid: u32| {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .status();
-    };
-    let lock = repos.repo_path("nc").join("lock.roster");
-    tokio::time::timeout(WAIT, async {
-        while !lock.exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("borg with-lock never locked");
+    let holder = LockHolder::hold(&repos, "nc").await;
 
-    let status = c
-        .request(
-            &worker.base,
-            "repo/lock-status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    let status = lock_status(&c, &worker.base).await;
     let lock_info = &status["data"]["repositories"][0]["lock"];
     assert_eq!(lock_info["locked"], true, "{status}");
     assert_eq!(lock_info["stale"], false);
@@ -226,17 +175,11 @@ async fn a_held_lock_is_reported_named_in_the_failure_and_broken_by_the_admin() 
         .iter()
         .map(|h| h["pid"].as_u64().unwrap())
         .collect();
-    assert_eq!(pids, vec![holder.id() as u64]);
+    assert_eq!(pids, vec![holder.pid() as u64]);
     assert_eq!(lock_info["holders"][0]["alive"], true);
 
     // A backup meets the lock and says so.
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = c.backup(&worker.base, "nc").await;
     assert_eq!(res["state"], "failed", "{res}");
     assert!(
         res["error"]
@@ -247,44 +190,28 @@ async fn a_held_lock_is_reported_named_in_the_failure_and_broken_by_the_admin() 
     );
 
     // break-lock is an admin command.
-    let resp = c
-        .request(
-            &worker.base,
-            "repo/break-lock",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
-    kill_group(holder.id());
-    let _ = holder.wait();
-    let status = c
-        .request(
-            &worker.base,
-            "repo/lock-status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    c.refused(
+        &worker.base,
+        "repo/break-lock",
+        json!({"token": WRITE_TOKEN, "repository": "nc"}),
+        "forbidden",
+    )
+    .await;
+    holder.kill();
+    let status = lock_status(&c, &worker.base).await;
     assert_eq!(
         status["data"]["repositories"][0]["lock"]["stale"], true,
         "{status}"
     );
-    let res = c
-        .run_job(
-            &worker.base,
-            "repo/break-lock",
-            json!({"token": ADMIN_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    let status = c
-        .request(
-            &worker.base,
-            "repo/lock-status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    c.run_job_ok(
+        &worker.base,
+        "repo/break-lock",
+        json!({"token": ADMIN_TOKEN, "repository": "nc"}),
+    )
+    .await;
+    let status = lock_status(&c, &worker.base).await;
     assert_eq!(status["data"]["repositories"][0]["lock"]["locked"], false);
-    backup(&c, &worker.base, "nc").await;
+    c.backup_archive(&worker.base, "nc").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,26 +222,24 @@ async fn change_passphrase_makes_the_old_one_fail_and_the_new_one_work() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").admin().process().await;
-    backup(&c, &worker.base, "nc").await;
+    c.backup_archive(&worker.base, "nc").await;
     let new = "a-brand-new-passphrase-4321";
 
-    let resp = c
-        .request(
-            &worker.base,
-            "key/change-passphrase",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "new_passphrase": new}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
+    c.refused(
+        &worker.base,
+        "key/change-passphrase",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "new_passphrase": new}),
+        "forbidden",
+    )
+    .await;
 
     let res = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "key/change-passphrase",
             json!({"token": ADMIN_TOKEN, "repository": "nc", "new_passphrase": new}),
         )
         .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
     assert!(res["data"]["next_step"]
         .as_str()
         .unwrap()

@@ -1,51 +1,17 @@
 //! Operator tools: emergency status and stop, SSH key management, reachability.
 
-use std::os::unix::process::CommandExt;
-use std::time::Duration;
-
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-/// A `borg with-lock … sleep` in its own process group, killed on drop.
-struct LockHolder(std::process::Child);
-
-impl LockHolder {
-    fn hold(repos: &Repos, label: &str) -> LockHolder {
-        let child = std::process::Command::new("borg")
-            .args([
-                "with-lock",
-                repos.repo_path(label).to_str().unwrap(),
-                "sleep",
-                "600",
-            ])
-            .envs(repos.borg_env())
-            .env("BORG_PASSPHRASE", PASSPHRASE)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        LockHolder(child)
-    }
+async fn emergency_status(c: &Client, base: &str) -> Value {
+    c.request(base, "emergency/status", json!({"token": READ_TOKEN}))
+        .await
 }
 
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} never happened"));
+/// `emergency/stop` by the admin, asserted to succeed; its result.
+async fn emergency_stop(c: &Client, base: &str) -> Value {
+    c.run_job_ok(base, "emergency/stop", json!({"token": ADMIN_TOKEN}))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,37 +30,14 @@ async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
         .process()
         .await;
 
-    let status = c
-        .request(
-            &worker.base,
-            "emergency/status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    let status = emergency_status(&c, &worker.base).await;
     assert_eq!(status["data"]["level"], "normal", "{status}");
 
-    let holder = LockHolder::hold(&repos, "nc");
-    let roster = repos.repo_path("nc").join("lock.roster");
-    until("the external lock", || roster.exists()).await;
-    let stuck = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    let stuck_id = stuck["job_id"].as_str().unwrap().to_string();
-    let state_topic = worker.topic(&format!("jobs/{stuck_id}/state"));
-    c.wait_for(|m| m.topic == state_topic && m.json()["state"] == "running")
-        .await;
+    let holder = LockHolder::hold(&repos, "nc").await;
+    let stuck_id = c.start_backup(&worker.base, "nc").await;
+    c.wait_state(&worker.base, &stuck_id, "running").await;
 
-    let status = c
-        .request(
-            &worker.base,
-            "emergency/status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    let status = emergency_status(&c, &worker.base).await;
     let data = &status["data"];
     assert_eq!(data["level"], "warning", "{status}");
     let reasons: Vec<&str> = data["reasons"]
@@ -103,7 +46,7 @@ async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
         .iter()
         .map(|r| r["reason"].as_str().unwrap())
         .collect();
-    let pid = holder.0.id();
+    let pid = holder.pid();
     assert!(
         reasons
             .iter()
@@ -119,22 +62,14 @@ async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
         .any(|j| j["job_id"] == json!(stuck_id)));
 
     // Admin only.
-    let resp = c
-        .request(
-            &worker.base,
-            "emergency/stop",
-            json!({"token": WRITE_TOKEN}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
-    let res = c
-        .run_job(
-            &worker.base,
-            "emergency/stop",
-            json!({"token": ADMIN_TOKEN}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.refused(
+        &worker.base,
+        "emergency/stop",
+        json!({"token": WRITE_TOKEN}),
+        "forbidden",
+    )
+    .await;
+    let res = emergency_stop(&c, &worker.base).await;
     let steps = res["data"]["steps"].as_array().unwrap();
     let step = |name: &str| {
         steps
@@ -162,21 +97,8 @@ async fn a_stuck_job_shows_as_warning_and_emergency_stop_ends_it() {
     );
 
     // Safe to run twice: nothing left to do, nothing fails.
-    let again = c
-        .run_job(
-            &worker.base,
-            "emergency/stop",
-            json!({"token": ADMIN_TOKEN}),
-        )
-        .await;
-    assert_eq!(again["state"], "succeeded", "{again}");
-    let status = c
-        .request(
-            &worker.base,
-            "emergency/status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    emergency_stop(&c, &worker.base).await;
+    let status = emergency_status(&c, &worker.base).await;
     assert_eq!(status["data"]["level"], "normal", "{status}");
 }
 
@@ -200,29 +122,12 @@ async fn a_mount_is_listed_and_emergency_stop_unmounts_it() {
         .setting("BMQTT_DOCKER__ENABLED", "false")
         .app()
         .await;
-    let b = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    let res = c
-        .run_job(
-            &worker.base,
+    let b = c.backup(&worker.base, "nc").await;
+    c.run_job_ok(&worker.base,
             "archive/mount",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": b["data"]["archive"], "mount_point": "m"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": b["data"]["archive"], "mount_point": "m"})).await;
     let mp = repos.mount_root().join("m").canonicalize().unwrap();
-    let status = c
-        .request(
-            &worker.base,
-            "emergency/status",
-            json!({"token": READ_TOKEN}),
-        )
-        .await;
+    let status = emergency_status(&c, &worker.base).await;
     assert_eq!(
         status["data"]["mounts"][0]["mount_point"],
         json!(mp),
@@ -230,14 +135,7 @@ async fn a_mount_is_listed_and_emergency_stop_unmounts_it() {
     );
     assert_eq!(status["data"]["level"], "warning");
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "emergency/stop",
-            json!({"token": ADMIN_TOKEN}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    emergency_stop(&c, &worker.base).await;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(mp.to_str().unwrap()), "still mounted");
 }
@@ -264,34 +162,30 @@ async fn ssh_keys_are_managed_and_tested_against_a_real_sshd() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     // Create (admin), refusing a passphrase equal to a borg passphrase.
-    let resp = c
-        .request(
-            &worker.base,
-            "ssh-key/create",
-            json!({"token": ADMIN_TOKEN, "name": "k", "passphrase": PASSPHRASE}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
-    let resp = c
-        .request(
-            &worker.base,
-            "ssh-key/create",
-            json!({"token": WRITE_TOKEN, "name": "k"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
+    c.refused(
+        &worker.base,
+        "ssh-key/create",
+        json!({"token": ADMIN_TOKEN, "name": "k", "passphrase": PASSPHRASE}),
+        "invalid",
+    )
+    .await;
+    c.refused(
+        &worker.base,
+        "ssh-key/create",
+        json!({"token": WRITE_TOKEN, "name": "k"}),
+        "forbidden",
+    )
+    .await;
     let created = c
-        .request(
+        .request_ok(
             &worker.base,
             "ssh-key/create",
             json!({"token": ADMIN_TOKEN, "name": "k", "passphrase": key_pass}),
         )
         .await;
-    assert_eq!(created["status"], "ok", "{created}");
     assert_eq!(created["data"]["encrypted"], true);
     let public = created["data"]["public_key"].as_str().unwrap().to_string();
     assert!(public.starts_with("ssh-ed25519 "));
@@ -330,18 +224,12 @@ async fn ssh_keys_are_managed_and_tested_against_a_real_sshd() {
     assert_eq!(show["data"]["fingerprint"], created["data"]["fingerprint"]);
 
     let ok = c
-        .run_job(
+        .run_job_ok(
             &worker.base,
             "ssh-key/test",
             json!({"token": READ_TOKEN, "name": "k", "host": "127.0.0.1"}),
         )
         .await;
-    assert_eq!(
-        ok["state"],
-        "succeeded",
-        "{ok} {:?}",
-        c.job_lines(&worker.base, ok["job_id"].as_str().unwrap())
-    );
     assert_eq!(ok["data"]["authenticated"], true);
     let bad = c
         .run_job(
@@ -380,14 +268,12 @@ async fn ssh_keys_are_managed_and_tested_against_a_real_sshd() {
         rotated["data"]["fingerprint"],
         created["data"]["fingerprint"]
     );
-    let del = c
-        .request(
-            &worker.base,
-            "ssh-key/delete",
-            json!({"token": ADMIN_TOKEN, "name": "k.old"}),
-        )
-        .await;
-    assert_eq!(del["status"], "ok", "{del}");
+    c.request_ok(
+        &worker.base,
+        "ssh-key/delete",
+        json!({"token": ADMIN_TOKEN, "name": "k.old"}),
+    )
+    .await;
     let list = c
         .request(&worker.base, "ssh-key/list", json!({"token": READ_TOKEN}))
         .await;

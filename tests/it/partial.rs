@@ -126,8 +126,7 @@ async fn unreadable_files_make_a_partial_backup_that_nobody_can_mistake_for_succ
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let ha = Client::connect_as(&broker, "homeassistant", HA_PASSWORD).await;
     ha.subscribe(&format!("{prefix}/#")).await;
     let result_cfg = ha
@@ -137,13 +136,7 @@ async fn unreadable_files_make_a_partial_backup_that_nobody_can_mistake_for_succ
 
     // Root without CAP_DAC_READ_SEARCH / CAP_DAC_OVERRIDE, as under cap_drop: [ALL].
     std::fs::write(&drop, "-dac_read_search,-dac_override").unwrap();
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = c.backup(&worker.base, "nc").await;
     assert_eq!(res["state"], "warning", "{res}");
     assert_eq!(res["exit_code"], 0, "borgmatic itself called it a warning");
     let data = &res["data"];
@@ -228,14 +221,7 @@ async fn unreadable_files_make_a_partial_backup_that_nobody_can_mistake_for_succ
 
     // With the capabilities back, the same backup is complete and says so.
     std::fs::write(&drop, "").unwrap();
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let res = c.backup_ok(&worker.base, "nc").await;
     assert_eq!(res["data"]["skipped_files"], 0);
     assert_eq!(res["data"]["partial"], false);
     assert!(res["error"].is_null(), "{res}");
@@ -278,16 +264,8 @@ async fn extract_without_cap_chown_names_the_owners_it_could_not_restore() {
         &[("BMQTT_BORGMATIC__BINARY", bin_s.as_str())],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let c = subscribed(&broker, &worker.base).await;
+    let res = c.backup_ok(&worker.base, "nc").await;
     let archive = res["data"]["archive"].as_str().unwrap().to_string();
     let rel = www.strip_prefix("/").unwrap().to_path_buf();
 
@@ -316,14 +294,9 @@ async fn extract_without_cap_chown_names_the_owners_it_could_not_restore() {
 
     // With the capabilities, every owner and mode comes back, and the job says so.
     std::fs::write(&drop, "").unwrap();
-    let res = c
-        .run_job(
-            &worker.base,
+    let res = c.run_job_ok(&worker.base,
             "archive/extract",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "destination": "caps"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "destination": "caps"})).await;
     assert_eq!(res["data"]["partial"], false);
     assert_eq!(res["data"]["unrestored_owners"], 0);
     let restored = repos.restore_root().join("caps").join(&rel);

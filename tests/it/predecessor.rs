@@ -21,6 +21,22 @@ fn ssh_options(key: &Path) -> String {
     )
 }
 
+/// Asks the test sshd, as root with `key`, to run a shell command that prints
+/// 42PWNED and the user's id.
+fn client_command(ssh: &SshServer, key: &Path) -> std::process::Output {
+    Command::new("ssh")
+        .args(ssh_options(key).split(' ').skip(1))
+        .args([
+            "-p",
+            &ssh.port.to_string(),
+            "root@127.0.0.1",
+            "echo $((6*7))PWNED; id",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// `borg list` of `repo` on the test sshd, as a borg client with `key`.
 fn borg_list_over_ssh(repos: &Repos, ssh: &SshServer, key: &Path, repo: &Path) -> (bool, String) {
     let out = Command::new("borg")
@@ -79,29 +95,26 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
     let base = worker.base.clone();
 
     let created = c
-        .request(
+        .request_ok(
             &base,
             "ssh-key/create",
             json!({"token": ADMIN_TOKEN, "name": "k"}),
         )
         .await;
-    assert_eq!(created["status"], "ok", "{created}");
     let public = created["data"]["public_key"].as_str().unwrap().to_string();
 
     // From the repository's configured ssh:// path, append-only; read role suffices.
     let resp = c
-        .request(
+        .request_ok(
             &base,
             "ssh-key/authorized-line",
             json!({"token": READ_TOKEN, "name": "k", "repository": "remote", "append_only": true}),
         )
         .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
     let line = resp["data"]["line"].as_str().unwrap().to_string();
     assert_eq!(
         line,
@@ -174,17 +187,7 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
     }
 
     // Control: the unrestricted key of the sshd helper does run the command.
-    let out = Command::new("ssh")
-        .args(ssh_options(&ssh.client_key()).split(' ').skip(1))
-        .args([
-            "-p",
-            &ssh.port.to_string(),
-            "root@127.0.0.1",
-            "echo $((6*7))PWNED; id",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = client_command(&ssh, &ssh.client_key());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("42PWNED") && text.contains("uid="), "{text}");
 
@@ -195,17 +198,7 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
     // print 42PWNED and `id` would print uid=…; borg serve only sees the original
     // command as text (it reads SSH_ORIGINAL_COMMAND for client options, split
     // like a shell but never expanded, and refuses it), so neither appears.
-    let out = Command::new("ssh")
-        .args(ssh_options(&key).split(' ').skip(1))
-        .args([
-            "-p",
-            &ssh.port.to_string(),
-            "root@127.0.0.1",
-            "echo $((6*7))PWNED; id",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = client_command(&ssh, &key);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -229,19 +222,7 @@ async fn an_authorized_line_confines_the_key_to_borg_serve_below_its_path() {
     );
 
     // The worker backs up through the append-only line.
-    let res = c
-        .run_job(
-            &base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "remote"}),
-        )
-        .await;
-    assert_eq!(
-        res["state"],
-        "succeeded",
-        "{res} {:?}",
-        c.job_lines(&base, res["job_id"].as_str().unwrap())
-    );
+    let res = c.backup_ok(&base, "remote").await;
     let archive = res["data"]["archive"].as_str().unwrap();
     assert_eq!(repos.archives("local"), vec![archive.to_string()]);
 }
@@ -270,14 +251,7 @@ async fn mount_options_set_owner_and_mode_and_nothing_else_is_accepted() {
         client: c,
     } = Scenario::new().repo("nc").app().await;
     let base = worker.base.clone();
-    let res = c
-        .run_job(
-            &base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let res = c.backup_ok(&base, "nc").await;
     let archive = res["data"]["archive"].as_str().unwrap().to_string();
 
     // Refused before anything runs: unknown options, bad values; nothing mounted.
@@ -315,33 +289,25 @@ async fn mount_options_set_owner_and_mode_and_nothing_else_is_accepted() {
     );
     assert!(!mounted(&refused));
     // umount takes no options.
-    let resp = c
-        .request(
-            &base,
-            "archive/umount",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "m",
+    c.refused(
+        &base,
+        "archive/umount",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "m",
                    "options": {"uid": 1}}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
+        "invalid",
+    )
+    .await;
 
     // `daemon` (1) and `bin` (2) exist in every Debian image; neither is ours (root).
     let body = json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                       "mount_point": "owned",
                       "options": {"uid": 1, "gid": 2, "umask": "0027", "allow_other": true}});
     if !fuse_available() {
-        let resp = c.request(&base, "archive/mount", body).await;
-        assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
+        c.refused(&base, "archive/mount", body, "unavailable").await;
         eprintln!("FUSE is not available here: the mount itself was not tested");
         return;
     }
-    let res = c.run_job(&base, "archive/mount", body).await;
-    assert_eq!(
-        res["state"],
-        "succeeded",
-        "{res} {:?}",
-        c.job_lines(&base, res["job_id"].as_str().unwrap())
-    );
+    let res = c.run_job_ok(&base, "archive/mount", body).await;
     assert_eq!(
         res["data"]["options"],
         json!({"allow_other": true, "uid": 1, "gid": 2, "umask": "0027"})
@@ -366,28 +332,13 @@ async fn mount_options_set_owner_and_mode_and_nothing_else_is_accepted() {
         .to_string();
     assert!(options.contains("allow_other"), "{options}");
 
-    let res = c
-        .run_job(
-            &base,
-            "archive/umount",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "owned"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &base,
+        "archive/umount",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "owned"}),
+    )
+    .await;
     assert!(!mounted(&point));
-}
-
-/// Processes whose command line holds `needle` (pgrep itself excluded).
-fn processes_with(needle: &str) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-a", "-f", needle])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.contains("pgrep"))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -444,15 +395,13 @@ async fn a_request_timeout_ends_a_job_early_within_the_configured_maximum() {
     assert!(!started_file.exists(), "a refused request ran");
 
     let started = Instant::now();
-    let resp = c
-        .request(
+    let job = c
+        .start_job(
             &base,
             "backup/run",
             json!({"token": WRITE_TOKEN, "repository": "slow", "timeout_secs": 2}),
         )
         .await;
-    assert_eq!(resp["status"], "ok", "{resp}");
-    let job = resp["job_id"].as_str().unwrap().to_string();
     let result: Value = c.job_result(&base, &job).await;
     let took = started.elapsed();
     assert_eq!(result["state"], "failed", "{result}");
@@ -479,13 +428,7 @@ async fn a_request_timeout_ends_a_job_early_within_the_configured_maximum() {
     );
 
     // The job record says the same.
-    let rec = c
-        .request(
-            &base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": job}),
-        )
-        .await;
-    assert_eq!(rec["data"]["state"], "failed", "{rec}");
-    assert_eq!(rec["data"]["error"], "timed out after 2s", "{rec}");
+    let rec = c.job(&base, &job).await;
+    assert_eq!(rec["state"], "failed", "{rec}");
+    assert_eq!(rec["error"], "timed out after 2s", "{rec}");
 }

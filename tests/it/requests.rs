@@ -6,13 +6,19 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Value};
 
-async fn error_of(c: &Client, base: &str, command: &str, body: Value) -> (String, String) {
-    let resp = c.request(base, command, body).await;
-    assert_eq!(resp["status"], "error", "{resp}");
-    (
-        resp["error"]["code"].as_str().unwrap().to_string(),
-        resp["error"]["message"].as_str().unwrap().to_string(),
-    )
+/// MQTT v5 properties carrying `token` as `authorization: Bearer …`.
+fn bearer(token: &str) -> PublishProperties {
+    PublishProperties {
+        user_properties: vec![("authorization".into(), format!("Bearer {token}"))],
+        ..Default::default()
+    }
+}
+
+/// Publishes `job/list` with request id `rid`, the token only in `props`.
+async fn job_list(c: &Client, base: &str, rid: &str, props: PublishProperties) {
+    let body = json!({"request_id": rid});
+    c.publish_with(base, "job/list", serde_json::to_vec(&body).unwrap(), props)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -22,37 +28,81 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
     repos.add("nc", "");
     let worker = Worker::start(&broker, &repos, &[]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
-    let cases: Vec<(&str, Value, &str, &str)> = vec![
+    // backup/run of nc with a missing, unknown, empty, too weak or mistyped token.
+    for (token, code, needle) in [
+        (None, "unauthorized", "missing token"),
+        (Some(json!("x".repeat(32))), "unauthorized", "unknown token"),
+        (Some(json!("")), "unauthorized", "unknown token"),
+        (Some(json!(READ_TOKEN)), "forbidden", "write role"),
+        (Some(json!(12345)), "invalid", "token must be a string"),
+    ] {
+        let mut body = json!({"repository": "nc"});
+        if let Some(token) = token {
+            body["token"] = token;
+        }
+        c.refused_saying(&base, "backup/run", body, code, needle)
+            .await;
+    }
+
+    // backup/run with the write token and a body that is wrong.
+    for (body, code, needle) in [
         (
-            "backup/run",
-            json!({"repository": "nc"}),
-            "unauthorized",
-            "missing token",
+            json!({"repository": "nc", "bogus": 1}),
+            "invalid",
+            "unknown field `bogus`",
         ),
         (
-            "backup/run",
-            json!({"token": "x".repeat(32), "repository": "nc"}),
-            "unauthorized",
-            "unknown token",
+            json!({"repository": "nc", "dry_run": "yes"}),
+            "invalid",
+            "invalid type",
+        ),
+        (json!({"repository": ["nc"]}), "invalid", "invalid type"),
+        (json!({}), "invalid", "missing field `repository`"),
+        (
+            json!({"repository": "../nc"}),
+            "invalid",
+            "repository must match",
         ),
         (
-            "backup/run",
-            json!({"token": "", "repository": "nc"}),
-            "unauthorized",
-            "unknown token",
+            json!({"repository": "../../etc/passwd"}),
+            "invalid",
+            "repository must match",
         ),
         (
-            "backup/run",
-            json!({"token": READ_TOKEN, "repository": "nc"}),
-            "forbidden",
-            "write role",
+            json!({"repository": "nc; touch /tmp/pwned"}),
+            "invalid",
+            "repository must match",
         ),
+        (
+            json!({"repository": "$(touch /tmp/pwned)"}),
+            "invalid",
+            "repository must match",
+        ),
+        (
+            json!({"repository": "nc", "token2": "--config=/etc/x"}),
+            "invalid",
+            "unknown field",
+        ),
+        (
+            json!({"repository": "missing"}),
+            "not_found",
+            "no repository missing",
+        ),
+    ] {
+        let mut body = body;
+        body["token"] = json!(WRITE_TOKEN);
+        c.refused_saying(&base, "backup/run", body, code, needle)
+            .await;
+    }
+
+    // Other commands.
+    let job_id = "01a20d1c-b2e3-77de-8821-e6b253038ff0";
+    for (command, body, code, needle) in [
         (
             "job/cancel",
-            json!({"token": READ_TOKEN, "job_id": "01a20d1c-b2e3-77de-8821-e6b253038ff0"}),
+            json!({"token": READ_TOKEN, "job_id": job_id}),
             "forbidden",
             "write role",
         ),
@@ -63,74 +113,14 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
             "auth.admin_token is not configured",
         ),
         (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "bogus": 1}),
-            "invalid",
-            "unknown field `bogus`",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "dry_run": "yes"}),
-            "invalid",
-            "invalid type",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": ["nc"]}),
-            "invalid",
-            "invalid type",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN}),
-            "invalid",
-            "missing field `repository`",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "../nc"}),
-            "invalid",
-            "repository must match",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "../../etc/passwd"}),
-            "invalid",
-            "repository must match",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc; touch /tmp/pwned"}),
-            "invalid",
-            "repository must match",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "$(touch /tmp/pwned)"}),
-            "invalid",
-            "repository must match",
-        ),
-        (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "token2": "--config=/etc/x"}),
-            "invalid",
-            "unknown field",
-        ),
-        (
             "archive/list",
             json!({"token": READ_TOKEN, "repository": "nc", "last": "5; id"}),
             "invalid",
             "invalid type",
         ),
         (
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "missing"}),
-            "not_found",
-            "no repository missing",
-        ),
-        (
             "job/get",
-            json!({"token": READ_TOKEN, "job_id": "01a20d1c-b2e3-77de-8821-e6b253038ff0"}),
+            json!({"token": READ_TOKEN, "job_id": job_id}),
             "not_found",
             "no job",
         ),
@@ -146,20 +136,8 @@ async fn every_refusal_has_its_code_and_runs_nothing() {
             "invalid",
             "unknown command",
         ),
-        (
-            "backup/run",
-            json!({"token": 12345, "repository": "nc"}),
-            "invalid",
-            "token must be a string",
-        ),
-    ];
-    for (command, body, code, needle) in cases {
-        let (got, message) = error_of(&c, &base, command, body.clone()).await;
-        assert_eq!(got, code, "{command} {body}: {message}");
-        assert!(
-            message.contains(needle),
-            "{command} {body}: {message:?} lacks {needle:?}"
-        );
+    ] {
+        c.refused_saying(&base, command, body, code, needle).await;
     }
 
     // Malformed JSON and a non-object: no request id to echo, still one answer.
@@ -251,24 +229,16 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
     repos.add("nc", "");
     let worker = Worker::start(&broker, &repos, &[]).await;
     let base = worker.base.clone();
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     // Token as `authorization: Bearer …`, reply to a private topic under response/.
     let private = worker.topic("response/nodered/inbox-1");
     let props = PublishProperties {
-        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
         response_topic: Some(private.clone()),
         correlation_data: Some(Bytes::from_static(b"corr-42")),
-        ..Default::default()
+        ..bearer(READ_TOKEN)
     };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-1"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-1", props).await;
     let m = c.wait_for(|m| m.topic == private).await;
     assert_eq!(m.json()["status"], "ok", "{}", m.text());
     assert_eq!(m.json()["request_id"], "v5-1");
@@ -276,17 +246,10 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
 
     // A Response Topic outside <base>/response/ is ignored: the default is used.
     let props = PublishProperties {
-        user_properties: vec![("authorization".into(), format!("Bearer {READ_TOKEN}"))],
         response_topic: Some(worker.topic("status")),
-        ..Default::default()
+        ..bearer(READ_TOKEN)
     };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-2"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-2", props).await;
     let default = worker.topic("response/job/list");
     let m = c
         .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-2")
@@ -302,20 +265,7 @@ async fn v5_bearer_property_response_topic_and_correlation_data() {
     );
 
     // A wrong bearer is unauthorized.
-    let props = PublishProperties {
-        user_properties: vec![(
-            "authorization".into(),
-            "Bearer nope-nope-nope-nope-nope".into(),
-        )],
-        ..Default::default()
-    };
-    c.publish_with(
-        &base,
-        "job/list",
-        br#"{"request_id":"v5-3"}"#.to_vec(),
-        props,
-    )
-    .await;
+    job_list(&c, &base, "v5-3", bearer("nope-nope-nope-nope-nope")).await;
     let m = c
         .wait_for(|m| m.topic == default && m.json()["request_id"] == "v5-3")
         .await;

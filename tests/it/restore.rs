@@ -4,18 +4,6 @@
 use crate::helpers::*;
 use serde_json::{json, Value};
 
-async fn backup(c: &Client, base: &str, label: &str) -> String {
-    let res = c
-        .run_job(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": label}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
-    res["data"]["archive"].as_str().unwrap().to_string()
-}
-
 fn files_below(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -41,17 +29,12 @@ async fn extract_restores_bytes_and_refuses_every_escape() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").process().await;
-    let archive = backup(&c, &worker.base, "nc").await;
+    let archive = c.backup_archive(&worker.base, "nc").await;
 
     // The whole archive, then only one path.
-    let res = c
-        .run_job(
-            &worker.base,
+    c.run_job_ok(&worker.base,
             "archive/extract",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "destination": "full"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "destination": "full"})).await;
     let src = repos.source("nc");
     let rel = src.strip_prefix("/").unwrap();
     let restored = repos.restore_root().join("full").join(rel);
@@ -63,15 +46,13 @@ async fn extract_restores_bytes_and_refuses_every_escape() {
         );
     }
     let only = format!("{}/hello.txt", rel.display());
-    let res = c
-        .run_job(
-            &worker.base,
-            "archive/extract",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
+    c.run_job_ok(
+        &worker.base,
+        "archive/extract",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive,
                    "destination": "partial/one", "paths": [only]}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    )
+    .await;
     let partial = repos.restore_root().join("partial/one").join(rel);
     assert!(partial.join("hello.txt").is_file());
     assert!(
@@ -112,30 +93,27 @@ async fn extract_restores_bytes_and_refuses_every_escape() {
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
     // Extract needs the write role and an archive name that is not an option.
-    let resp = c
-        .request(
-            &worker.base,
-            "archive/extract",
-            json!({"token": READ_TOKEN, "repository": "nc", "archive": archive, "destination": "x"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
-    let resp = c
-        .request(
-            &worker.base,
-            "archive/extract",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "archive": "--help", "destination": "x"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid");
+    c.refused(
+        &worker.base,
+        "archive/extract",
+        json!({"token": READ_TOKEN, "repository": "nc", "archive": archive, "destination": "x"}),
+        "forbidden",
+    )
+    .await;
+    c.refused(
+        &worker.base,
+        "archive/extract",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "archive": "--help", "destination": "x"}),
+        "invalid",
+    )
+    .await;
 
     // archive/info of the named archive and of the latest one.
     for body in [
         json!({"token": READ_TOKEN, "repository": "nc", "archive": archive}),
         json!({"token": READ_TOKEN, "repository": "nc"}),
     ] {
-        let res = c.run_job(&worker.base, "archive/info", body).await;
-        assert_eq!(res["state"], "succeeded", "{res}");
+        let res = c.run_job_ok(&worker.base, "archive/info", body).await;
         assert_eq!(res["data"]["archives"][0]["name"], json!(archive));
     }
     let res = c
@@ -158,7 +136,7 @@ async fn mount_lists_the_archive_and_umount_releases_it() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").app().await;
-    let archive = backup(&c, &worker.base, "nc").await;
+    let archive = c.backup_archive(&worker.base, "nc").await;
     let body =
         json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "mount_point": "m1"});
 
@@ -169,13 +147,11 @@ async fn mount_lists_the_archive_and_umount_releases_it() {
             .map(|o| o.status.success())
             .unwrap_or(false);
     if !fuse {
-        let resp = c.request(&worker.base, "archive/mount", body).await;
-        assert_eq!(resp["error"]["code"], "unavailable", "{resp}");
-        assert!(resp["error"]["message"].as_str().unwrap().contains("FUSE"));
+        c.refused_saying(&worker.base, "archive/mount", body, "unavailable", "FUSE")
+            .await;
         return;
     }
-    let res = c.run_job(&worker.base, "archive/mount", body).await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(&worker.base, "archive/mount", body).await;
     let mounted = repos
         .mount_root()
         .join("m1")
@@ -187,14 +163,12 @@ async fn mount_lists_the_archive_and_umount_releases_it() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(mountinfo.contains(repos.mount_root().join("m1").to_str().unwrap()));
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "archive/umount",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "m1"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.run_job_ok(
+        &worker.base,
+        "archive/umount",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "mount_point": "m1"}),
+    )
+    .await;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(repos.mount_root().join("m1").to_str().unwrap()));
     let listed: Value = c

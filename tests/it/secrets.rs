@@ -34,15 +34,8 @@ async fn a_backup_over_ssh_unlocks_its_key_through_askpass() {
         )],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "remote"}),
-        )
-        .await;
+    let c = subscribed(&broker, &worker.base).await;
+    let res = c.backup(&worker.base, "remote").await;
     assert_eq!(res["state"], "failed", "{res}");
     drop(worker);
 
@@ -53,21 +46,8 @@ async fn a_backup_over_ssh_unlocks_its_key_through_askpass() {
         &[("BMQTT_REPOSITORIES__REMOTE__SSH_PASSPHRASE", SSH_PASSPHRASE)],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "remote"}),
-        )
-        .await;
-    assert_eq!(
-        res["state"],
-        "succeeded",
-        "{res} {:?}",
-        c.job_lines(&worker.base, res["job_id"].as_str().unwrap())
-    );
+    let c = subscribed(&broker, &worker.base).await;
+    let res = c.backup_ok(&worker.base, "remote").await;
     let archive = res["data"]["archive"].as_str().unwrap();
     assert_eq!(repos.archives("local"), vec![archive.to_string()]);
 
@@ -85,18 +65,14 @@ async fn request_secrets_need_permission_and_must_differ() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").process().await;
-    let resp = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "borg_passphrase": PASSPHRASE}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid");
-    assert!(resp["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("auth.allow_request_secrets"));
+    c.refused_saying(
+        &worker.base,
+        "backup/run",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "borg_passphrase": PASSPHRASE}),
+        "invalid",
+        "auth.allow_request_secrets",
+    )
+    .await;
     drop(worker);
 
     // Allowed: a request may bring the passphrase of a repository the worker has
@@ -113,29 +89,23 @@ async fn request_secrets_need_permission_and_must_differ() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let resp = c
-        .request(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc",
+    let c = subscribed(&broker, &worker.base).await;
+    c.refused_saying(
+        &worker.base,
+        "backup/run",
+        json!({"token": WRITE_TOKEN, "repository": "nc",
                    "borg_passphrase": "same-for-both-1", "ssh_passphrase": "same-for-both-1"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
-    assert!(resp["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("distinct"));
-    let resp = c
-        .request(
-            &worker.base,
-            "job/list",
-            json!({"token": READ_TOKEN, "borg_passphrase": PASSPHRASE}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid", "{resp}");
+        "invalid",
+        "distinct",
+    )
+    .await;
+    c.refused(
+        &worker.base,
+        "job/list",
+        json!({"token": READ_TOKEN, "borg_passphrase": PASSPHRASE}),
+        "invalid",
+    )
+    .await;
 
     let res = c
         .run_job(
@@ -241,8 +211,7 @@ async fn every_secret_works_from_its_file_in_env_and_toml_form() {
         env.push(("BMQTT_DOCKER__ENABLED".into(), "false".into()));
         // `online` on the broker: mqtt.password came from its file.
         let worker = Worker::start_env(&broker, env).await;
-        let c = Client::connect(&broker).await;
-        c.subscribe(&worker.topic("#")).await;
+        let c = subscribed(&broker, &worker.base).await;
 
         // auth.read_token: a read command passes, a write command is forbidden (the
         // token is known, as the read role).
@@ -265,13 +234,7 @@ async fn every_secret_works_from_its_file_in_env_and_toml_form() {
         assert_eq!(audit["status"], "ok", "{form:?}: {audit}");
         // auth.write_token, and the repository's borg passphrase and SSH key
         // passphrase: a backup over SSH needs all three.
-        let res = c
-            .run_job(
-                &worker.base,
-                "backup/run",
-                json!({"token": WRITE_TOKEN, "repository": "remote"}),
-            )
-            .await;
+        let res = c.backup(&worker.base, "remote").await;
         assert_eq!(
             res["state"],
             "succeeded",
@@ -433,14 +396,7 @@ async fn state_dir_is_private_to_the_worker() {
         mut worker,
         client: c,
     } = Scenario::new().repo("nc").process().await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    c.backup_ok(&worker.base, "nc").await;
     let dir = worker.state_dir.path().to_path_buf();
     for f in ["jobs.sqlite3", "audit.jsonl"] {
         assert!(dir.join(f).exists(), "{f} was not written");
@@ -454,16 +410,8 @@ async fn state_dir_is_private_to_the_worker() {
         std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     worker.restart(&broker).await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+    let c = subscribed(&broker, &worker.base).await;
+    c.backup_ok(&worker.base, "nc").await;
     assert_private(&dir);
 }
 
@@ -485,8 +433,7 @@ async fn a_secret_in_the_wrong_field_is_never_echoed() {
         ],
     )
     .await;
-    let c = Client::connect(&broker).await;
-    c.subscribe(&worker.topic("#")).await;
+    let c = subscribed(&broker, &worker.base).await;
 
     // Where a client may put a secret by mistake: every kind of field.
     let cases = |s: &str| -> Vec<(&'static str, &'static str, serde_json::Value)> {

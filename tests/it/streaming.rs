@@ -33,14 +33,7 @@ async fn a_job_printing_faster_than_the_broker_loses_no_line_at_qos_1() {
     let c = Client::connect(&broker).await;
     c.subscribe(&worker.topic("jobs/#")).await;
     c.subscribe(&worker.topic("response/#")).await;
-    let result = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(result["state"], "succeeded", "{result}");
+    let result = c.backup_ok(&worker.base, "nc").await;
     assert_eq!(result["lines"], LINES);
     let job = result["job_id"].as_str().unwrap();
     // The result is published after the job's last line: all of them are here.
@@ -130,24 +123,11 @@ async fn a_broker_outage_never_stalls_a_job_and_its_lines_stay_readable() {
     c.subscribe(&worker.topic("response/#")).await;
     c.wait_for(|m| m.topic == status && m.payload == b"online")
         .await;
-    let r = c
-        .request(
-            &worker.base,
-            "job/get",
-            json!({"token": READ_TOKEN, "job_id": job}),
-        )
-        .await;
-    assert_eq!(r["data"]["state"], "succeeded", "{r}");
+    let r = c.job(&worker.base, &job).await;
+    assert_eq!(r["state"], "succeeded", "{r}");
     // The next job's lines are published again, and the worker says what it skipped.
     c.subscribe(&worker.topic("jobs/#")).await;
-    let again = c
-        .run_job(
-            &worker.base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(again["state"], "succeeded", "{again}");
+    let again = c.backup_ok(&worker.base, "nc").await;
     let job = again["job_id"].as_str().unwrap();
     assert_eq!(c.job_lines(&worker.base, job).len() as u64, LINES);
     assert!(

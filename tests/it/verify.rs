@@ -1,17 +1,14 @@
 //! `backup/verify`, the restore drill, against real borg and borgmatic.
 
 use crate::helpers::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
-async fn backup(c: &Client, base: &str) {
-    let res = c
-        .run_job(
-            base,
-            "backup/run",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(res["state"], "succeeded", "{res}");
+/// `backup/verify` of nc with the write token and `options`: its result.
+async fn verify(c: &Client, base: &str, options: Value) -> Value {
+    let mut body = json!({"token": WRITE_TOKEN, "repository": "nc"});
+    let options = options.as_object().unwrap().clone();
+    body.as_object_mut().unwrap().extend(options);
+    c.run_job(base, "backup/verify", body).await
 }
 
 fn restore_root_is_empty(repos: &Repos) {
@@ -31,15 +28,9 @@ async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").app().await;
-    backup(&c, &worker.base).await;
+    c.backup_ok(&worker.base, "nc").await;
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = verify(&c, &worker.base, json!({})).await;
     assert_eq!(res["state"], "succeeded", "{res}");
     let d = &res["data"];
     assert_eq!(d["verified"], true);
@@ -76,13 +67,7 @@ async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
     )
     .unwrap();
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = verify(&c, &worker.base, json!({})).await;
     assert_eq!(res["state"], "failed", "{res}");
     let d = &res["data"];
     assert_eq!(d["verified"], false);
@@ -96,21 +81,9 @@ async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
     restore_root_is_empty(&repos);
 
     // The sample caps: one file, and no more bytes than allowed.
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "sample": 1}),
-        )
-        .await;
+    let res = verify(&c, &worker.base, json!({"sample": 1})).await;
     assert_eq!(res["data"]["sampled"], 1, "{res}");
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "max_bytes": 100}),
-        )
-        .await;
+    let res = verify(&c, &worker.base, json!({"max_bytes": 100})).await;
     let d = &res["data"];
     assert!(d["bytes_extracted"].as_u64().unwrap() <= 100, "{d}");
     assert!(d["sampled"].as_u64().unwrap() >= 1);
@@ -121,22 +94,20 @@ async fn a_clean_archive_verifies_and_a_tampered_file_does_not() {
     restore_root_is_empty(&repos);
 
     // verify is a write command; bad fields are refused.
-    let resp = c
-        .request(
-            &worker.base,
-            "backup/verify",
-            json!({"token": READ_TOKEN, "repository": "nc"}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "forbidden");
-    let resp = c
-        .request(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc", "sample": 0}),
-        )
-        .await;
-    assert_eq!(resp["error"]["code"], "invalid");
+    c.refused(
+        &worker.base,
+        "backup/verify",
+        json!({"token": READ_TOKEN, "repository": "nc"}),
+        "forbidden",
+    )
+    .await;
+    c.refused(
+        &worker.base,
+        "backup/verify",
+        json!({"token": WRITE_TOKEN, "repository": "nc", "sample": 0}),
+        "invalid",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,7 +118,7 @@ async fn a_corrupted_segment_fails_the_check_part() {
         worker,
         client: c,
     } = Scenario::new().repo("nc").app().await;
-    backup(&c, &worker.base).await;
+    c.backup_ok(&worker.base, "nc").await;
 
     // Corrupt the largest segment (where the archive's data lives).
     let mut segments: Vec<std::path::PathBuf> = Vec::new();
@@ -170,13 +141,7 @@ async fn a_corrupted_segment_fails_the_check_part() {
     }
     std::fs::write(seg, bytes).unwrap();
 
-    let res = c
-        .run_job(
-            &worker.base,
-            "backup/verify",
-            json!({"token": WRITE_TOKEN, "repository": "nc"}),
-        )
-        .await;
+    let res = verify(&c, &worker.base, json!({})).await;
     assert_eq!(res["state"], "failed", "{res}");
     assert_eq!(res["data"]["check"]["passed"], false, "{res}");
     assert_eq!(res["data"]["verified"], false);

@@ -13,7 +13,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::{uuid_like, Broker, CLIENT_PASSWORD, WAIT};
+use super::{uuid_like, Broker, CLIENT_PASSWORD, READ_TOKEN, WAIT, WRITE_TOKEN};
 
 /// One received message.
 #[derive(Debug, Clone)]
@@ -227,6 +227,13 @@ impl Client {
         .json()
     }
 
+    /// Sends a request and asserts it was answered `ok`; the response.
+    pub async fn request_ok(&self, base: &str, command: &str, body: Value) -> Value {
+        let resp = self.request(base, command, body).await;
+        assert_eq!(resp["status"], "ok", "{command}: {resp}");
+        resp
+    }
+
     /// Publishes with v5 properties.
     pub async fn publish_with(
         &self,
@@ -247,12 +254,158 @@ impl Client {
             .unwrap();
     }
 
-    /// Sends a job command, asserts it was accepted, and waits for its result.
-    pub async fn run_job(&self, base: &str, command: &str, body: Value) -> Value {
+    /// Sends a job command, asserts it was accepted, and returns its job id.
+    pub async fn start_job(&self, base: &str, command: &str, body: Value) -> String {
         let resp = self.request(base, command, body).await;
         assert_eq!(resp["status"], "ok", "{command}: {resp}");
-        self.job_result(base, resp["job_id"].as_str().unwrap())
+        resp["job_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job id: {resp}"))
+            .to_string()
+    }
+
+    /// Sends a job command, asserts it was accepted, and waits for its result.
+    pub async fn run_job(&self, base: &str, command: &str, body: Value) -> Value {
+        let job_id = self.start_job(base, command, body).await;
+        self.job_result(base, &job_id).await
+    }
+
+    /// The stored record of a job (`job/get`'s data), asserting the request was
+    /// answered.
+    pub async fn job(&self, base: &str, job_id: &str) -> Value {
+        let resp = self
+            .request(
+                base,
+                "job/get",
+                json!({"token": READ_TOKEN, "job_id": job_id}),
+            )
+            .await;
+        assert_eq!(resp["status"], "ok", "job/get {job_id}: {resp}");
+        resp["data"].clone()
+    }
+
+    /// Starts `backup/run` of `repository` with the write token (asserting it was
+    /// accepted) and returns the job id.
+    pub async fn start_backup(&self, base: &str, repository: &str) -> String {
+        self.start_job(
+            base,
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": repository}),
+        )
+        .await
+    }
+
+    /// Every stored job (`job/list`, up to 1000), asserting the request was answered.
+    pub async fn jobs(&self, base: &str) -> Vec<Value> {
+        let resp = self
+            .request(
+                base,
+                "job/list",
+                json!({"token": READ_TOKEN, "limit": 1000}),
+            )
+            .await;
+        assert_eq!(resp["status"], "ok", "job/list: {resp}");
+        resp["data"]["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no jobs: {resp}"))
+            .clone()
+    }
+
+    /// How many jobs are stored.
+    pub async fn job_count(&self, base: &str) -> usize {
+        self.jobs(base).await.len()
+    }
+
+    /// Cancels a job (asserting the request was accepted) and returns its result.
+    pub async fn cancel(&self, base: &str, job_id: &str) -> Value {
+        let resp = self
+            .request(
+                base,
+                "job/cancel",
+                json!({"token": WRITE_TOKEN, "job_id": job_id}),
+            )
+            .await;
+        assert_eq!(resp["status"], "ok", "job/cancel {job_id}: {resp}");
+        self.job_result(base, job_id).await
+    }
+
+    /// Waits for a `state` message of the job saying `state` (e.g. `running`).
+    pub async fn wait_state(&self, base: &str, job_id: &str, state: &str) -> Value {
+        let topic = format!("{base}/jobs/{job_id}/state");
+        self.wait_for(|m| m.topic == topic && m.json()["state"] == state)
             .await
+            .json()
+    }
+
+    /// Sends a job command like [`Client::run_job`] and asserts the job succeeded
+    /// (the failure message carries its result and log lines).
+    pub async fn run_job_ok(&self, base: &str, command: &str, body: Value) -> Value {
+        let res = self.run_job(base, command, body).await;
+        let job_id = res["job_id"].as_str().unwrap_or_default();
+        assert_eq!(
+            res["state"],
+            "succeeded",
+            "{command}: {res} {:?}",
+            self.job_lines(base, job_id)
+        );
+        res
+    }
+
+    /// `backup/run` of `repository` with the write token: its result, whatever it is.
+    pub async fn backup(&self, base: &str, repository: &str) -> Value {
+        self.run_job(
+            base,
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": repository}),
+        )
+        .await
+    }
+
+    /// `backup/run` of `repository`, asserted to succeed; its result.
+    pub async fn backup_ok(&self, base: &str, repository: &str) -> Value {
+        self.run_job_ok(
+            base,
+            "backup/run",
+            json!({"token": WRITE_TOKEN, "repository": repository}),
+        )
+        .await
+    }
+
+    /// `backup/run` of `repository`, asserted to succeed; the archive it made.
+    pub async fn backup_archive(&self, base: &str, repository: &str) -> String {
+        let res = self.backup_ok(base, repository).await;
+        res["data"]["archive"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no archive: {res}"))
+            .to_string()
+    }
+
+    /// Sends a request, asserts it was refused with error `code`, and returns the
+    /// response.
+    pub async fn refused(&self, base: &str, command: &str, body: Value, code: &str) -> Value {
+        let what = format!("{command} {body}");
+        let resp = self.request(base, command, body).await;
+        assert_eq!(resp["status"], "error", "{what}: {resp}");
+        assert_eq!(resp["error"]["code"], code, "{what}: {resp}");
+        resp
+    }
+
+    /// Like [`Client::refused`], and asserts the error message contains `needle`.
+    pub async fn refused_saying(
+        &self,
+        base: &str,
+        command: &str,
+        body: Value,
+        code: &str,
+        needle: &str,
+    ) -> Value {
+        let resp = self.refused(base, command, body, code).await;
+        let message = resp["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{command}: {message:?} lacks {needle:?}: {resp}"
+        );
+        resp
     }
 
     /// Waits for a job's `result` message.

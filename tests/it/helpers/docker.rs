@@ -71,6 +71,22 @@ pub fn engine_or_skip(test: &str) -> bool {
     false
 }
 
+/// Starts a container `name` of the test image, without network, that sleeps for
+/// an hour.
+fn run_sleeper(name: &str) {
+    ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+}
+
 /// Builds the test image once per test binary (and not at all when it exists).
 pub fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -211,17 +227,7 @@ impl Aio {
     /// rules that are not about AIO.
     pub fn start_plain(&mut self) -> String {
         let name = self.prefix.replace("nextcloud-aio-", "plain");
-        ok(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            &name,
-            IMAGE,
-            "sleep",
-            "3600",
-        ]);
+        run_sleeper(&name);
         self.containers.push(name.clone());
         name
     }
@@ -314,17 +320,7 @@ impl Aio {
     pub fn start_borgbackup_running(&self) {
         let name = self.borgbackup();
         let _ = docker(&["rm", "-f", &name]);
-        ok(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            &name,
-            IMAGE,
-            "sleep",
-            "3600",
-        ]);
+        run_sleeper(&name);
     }
 
     pub fn stop_borgbackup(&self) {

@@ -1,8 +1,33 @@
 //! The HTTP side: a worker with its sidecar on, and a Server-Sent Events reader.
 
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{Broker, Repos, TestApp, Worker, WAIT};
+
+/// An HTTP client whose every request gives up after [`WAIT`].
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(WAIT).build().unwrap()
+}
+
+/// POSTs `body` to `/api/v1/cmd/<command>`, with `token` as bearer if any; the
+/// status and the JSON answer (`Null` if none).
+pub async fn post_cmd(
+    url: &str,
+    command: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut req = http_client()
+        .post(format!("{url}/api/v1/cmd/{command}"))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
 
 /// A worker in-process ([`TestApp`]) with its HTTP sidecar on a port it bound
 /// itself (port 0); returns it and its base URL.

@@ -103,6 +103,30 @@ pub fn assert_no_secrets(what: &str, text: &str) {
     }
 }
 
+/// Processes whose command line mentions `needle` (borgmatic's config path, borg's
+/// repository path, a hook's command), as `pgrep -a` lists them (pgrep itself
+/// excluded).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let out = Command::new("pgrep")
+        .args(["-a", "-f", needle])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("pgrep"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo {} failed", path.display());
+}
+
 pub(crate) fn wait_for_port(port: u16) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -87,6 +87,16 @@ impl Repos {
         );
     }
 
+    /// Makes the backups of `label` (already added) block: borg reads a FIFO nobody
+    /// writes to (`read_special`), holding the repository lock until the job is
+    /// stopped.
+    pub fn block_backups(&self, label: &str) {
+        super::mkfifo(&self.source(label).join("pipe"));
+        let cfg = self.config_dir().join(format!("{label}.yaml"));
+        let yaml = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, yaml + "read_special: true\n").unwrap();
+    }
+
     pub fn borgmatic(&self, cfg: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(borgmatic_bin());
         c.arg("--config").arg(cfg).args(args);
@@ -177,4 +187,69 @@ pub fn setpriv_borgmatic(dir: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (bin, drop)
+}
+
+/// Waits until borg holds the lock of the repository at `repo` (no event exists
+/// for a lock file).
+pub async fn until_locked(repo: &Path) {
+    let lock = repo.join("lock.exclusive");
+    tokio::time::timeout(super::WAIT, async {
+        while !lock.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("borg never took the repository lock");
+}
+
+/// Another borg process holding a repository's lock: `borg with-lock … sleep 600`
+/// in its own process group with no inherited pipes (killing the group leaves
+/// nothing behind that would keep the test runner's output open), killed on drop.
+pub struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    /// Starts the holder and waits until the repository is locked.
+    pub async fn hold(repos: &Repos, label: &str) -> LockHolder {
+        use std::os::unix::process::CommandExt;
+        let child = Command::new("borg")
+            .args([
+                "with-lock",
+                repos.repo_path(label).to_str().unwrap(),
+                "sleep",
+                "600",
+            ])
+            .envs(repos.borg_env())
+            .env("BORG_PASSPHRASE", PASSPHRASE)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let holder = LockHolder(child);
+        let roster = repos.repo_path(label).join("lock.roster");
+        tokio::time::timeout(super::WAIT, async {
+            while !roster.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("borg with-lock never locked");
+        holder
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills the holder's process group: the lock it leaves is stale.
+    pub fn kill(self) {}
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }

@@ -27,6 +27,19 @@ pub struct ScenarioBuilder {
     settings: Vec<(String, String)>,
 }
 
+impl<W> Scenario<W> {
+    /// The scenario of a started worker whose base topic is `base`.
+    async fn assemble(broker: Broker, repos: Repos, worker: W, base: &str) -> Scenario<W> {
+        let client = subscribed(&broker, base).await;
+        Scenario {
+            broker,
+            repos,
+            worker,
+            client,
+        }
+    }
+}
+
 impl Scenario<()> {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ScenarioBuilder {
@@ -86,30 +99,22 @@ impl ScenarioBuilder {
     pub async fn app(self) -> Scenario<TestApp> {
         let (broker, repos) = self.arrange();
         let worker = TestApp::spawn(&broker, &repos, &self.extra()).await;
-        let client = subscribed(&broker, &worker.base).await;
-        Scenario {
-            broker,
-            repos,
-            worker,
-            client,
-        }
+        let base = worker.base.clone();
+        Scenario::assemble(broker, repos, worker, &base).await
     }
 
     /// The worker binary as a subprocess.
     pub async fn process(self) -> Scenario<Worker> {
         let (broker, repos) = self.arrange();
         let worker = Worker::start(&broker, &repos, &self.extra()).await;
-        let client = subscribed(&broker, &worker.base).await;
-        Scenario {
-            broker,
-            repos,
-            worker,
-            client,
-        }
+        let base = worker.base.clone();
+        Scenario::assemble(broker, repos, worker, &base).await
     }
 }
 
-async fn subscribed(broker: &Broker, base: &str) -> Client {
+/// User `client`, connected and subscribed to `<base>/#` (a worker's whole topic
+/// tree).
+pub async fn subscribed(broker: &Broker, base: &str) -> Client {
     let client = Client::connect(broker).await;
     client.subscribe(&format!("{base}/#")).await;
     client
