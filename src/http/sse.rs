@@ -252,7 +252,7 @@ async fn refill(
             .log_shared(id, *last, REFILL_PAGE)
             .unwrap_or_default();
         let Some(first) = lines.first() else {
-            return Ok(());
+            return announce_unkept(engine, id, last, tx).await;
         };
         if first.line.seq > *last + 1 {
             let ev = Event::default()
@@ -270,6 +270,33 @@ async fn refill(
             return Ok(());
         }
     }
+}
+
+/// A finished job whose last lines are no longer kept (more than
+/// `jobs.stored_lines`): the seqs up to its line count are announced as `lagged`,
+/// so a stream never ends short without saying so.
+async fn announce_unkept(
+    engine: &JobEngine,
+    id: JobId,
+    last: &mut u64,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), ()> {
+    let Some(total) = engine
+        .get(id)
+        .filter(|r| r.state.is_final())
+        .map(|r| r.lines)
+    else {
+        return Ok(());
+    };
+    if total > *last && *last != u64::MAX {
+        let ev = Event::default()
+            .event("lagged")
+            .json_data(json!({ "missed_from": *last + 1, "missed_to": total }))
+            .unwrap_or_default();
+        tx.send(ev).await.map_err(|_| ())?;
+        *last = total;
+    }
+    Ok(())
 }
 
 async fn send_result(engine: &JobEngine, id: JobId, tx: &mpsc::Sender<Event>) {

@@ -138,3 +138,49 @@ async fn a_broker_outage_never_stalls_a_job_and_its_lines_stay_readable() {
         worker.log_text()
     );
 }
+
+/// A finished job whose lines are no longer kept (`jobs.stored_lines = 0`): its
+/// event stream says `lagged` for every seq before the result, never ends short
+/// in silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_a_job_whose_lines_are_gone_says_so_before_the_result() {
+    const N: u64 = 500;
+    let broker = Broker::start();
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fast_printing_borgmatic(dir.path(), N);
+    let (worker, url) = start_with_http(
+        &broker,
+        &repos,
+        &[
+            ("BMQTT_BORGMATIC__BINARY", bin.to_str().unwrap()),
+            ("BMQTT_JOBS__STORED_LINES", "0"),
+        ],
+    )
+    .await;
+    let c = Client::connect(&broker).await;
+    c.subscribe(&worker.topic("jobs/#")).await;
+    c.subscribe(&worker.topic("response/#")).await;
+    let result = c.backup_ok(&worker.base, "nc").await;
+    assert_eq!(result["lines"], N);
+    let job = result["job_id"].as_str().unwrap();
+    let events = read_sse(
+        http_client()
+            .get(format!("{url}/api/v1/jobs/{job}/events"))
+            .bearer_auth(READ_TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        |e| e.event == "result",
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["state", "lagged", "result"], "{kinds:?}");
+    let lagged = events[1].json();
+    assert_eq!(
+        (lagged["missed_from"].as_u64(), lagged["missed_to"].as_u64()),
+        (Some(1), Some(N)),
+        "{lagged}"
+    );
+}

@@ -175,7 +175,7 @@ fn finish(
         }
         *lock(&job.data) = outcome.data.clone();
         let tail = lock(&job.log)
-            .take()
+            .as_ref()
             .map(|b| b.tail(shared.settings.stored_lines))
             .unwrap_or_default();
         (r.clone(), outcome.data, tail)
@@ -186,6 +186,9 @@ fn finish(
             crate::jobs::store_error("storing a job's lines", &e);
         }
     }
+    // Only now that the store has the lines does the buffer go: a reader between
+    // the two (an event stream refilling) always finds them in one or the other.
+    lock(&job.log).take();
     // Free what the job held before anyone hears it ended: a client that chains
     // its next command on the result must not meet `busy`.
     {
