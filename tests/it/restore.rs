@@ -140,13 +140,7 @@ async fn mount_lists_the_archive_and_umount_releases_it() {
     let body =
         json!({"token": WRITE_TOKEN, "repository": "nc", "archive": archive, "mount_point": "m1"});
 
-    let fuse = std::path::Path::new("/dev/fuse").exists()
-        && std::process::Command::new("sh")
-            .args(["-c", "command -v fusermount || command -v fusermount3"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-    if !fuse {
+    if !fuse_or_skip("mount_lists_the_archive_and_umount_releases_it") {
         c.refused_saying(&worker.base, "archive/mount", body, "unavailable", "FUSE")
             .await;
         return;

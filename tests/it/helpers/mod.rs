@@ -93,6 +93,26 @@ pub(crate) fn require(bin: &str) {
     assert!(found, "{bin} is not installed: run scripts/setup");
 }
 
+/// Whether FUSE mounts can run here (`/dev/fuse` and `fusermount`). Without them a
+/// test says loudly that it did not mount, and fails under `CI=true` (`.ci/run`
+/// installs fuse3; CI machines have `/dev/fuse`).
+pub fn fuse_or_skip(test: &str) -> bool {
+    let fuse = Path::new("/dev/fuse").exists()
+        && Command::new("sh")
+            .args(["-c", "command -v fusermount || command -v fusermount3"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    if !fuse {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "{test}: FUSE is not available, and CI must run the mount tests"
+        );
+        eprintln!("!!! {test}: FUSE is not available here: the mount was NOT tested !!!");
+    }
+    fuse
+}
+
 /// Worker settings that enable the admin role.
 pub const WITH_ADMIN: (&str, &str) = ("BMQTT_AUTH__ADMIN_TOKEN", ADMIN_TOKEN);
 
