@@ -130,7 +130,7 @@ impl Fields for Delete {
             "additionalProperties": false,
             "required": ["repository", "archive"],
             "properties": {
-                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "repository": { "type": "string", "pattern": RepositoryLabel::PATTERN },
                 "archive": { "type": "string", "minLength": 1, "maxLength": 255, "description": "the exact name (archive/list); no glob characters, not 'latest'" }
             }
         }))
@@ -176,7 +176,7 @@ impl Fields for Files {
             "additionalProperties": false,
             "required": ["repository", "archive"],
             "properties": {
-                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "repository": { "type": "string", "pattern": RepositoryLabel::PATTERN },
                 "archive": { "type": "string", "minLength": 1, "maxLength": 255 },
                 "path": { "type": "string", "description": "only this path and what lies below it" },
                 "after": { "type": "integer", "minimum": 0, "description": "the previous page's next" },

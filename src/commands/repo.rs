@@ -86,7 +86,7 @@ impl Fields for Create {
             "additionalProperties": false,
             "required": ["repository"],
             "properties": {
-                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "repository": { "type": "string", "pattern": RepositoryLabel::PATTERN },
                 "encryption": { "type": "string", "enum": modes, "description": "default: the repository's encryption in its borgmatic configuration" }
             }
         }))

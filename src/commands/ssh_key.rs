@@ -78,10 +78,10 @@ impl Fields for AuthorizedLine {
             "additionalProperties": false,
             "required": ["name"],
             "properties": {
-                "name": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$" },
+                "name": { "type": "string", "pattern": KeyName::PATTERN },
                 "path": { "type": "string", "pattern": "^/[A-Za-z0-9/._+@:,=-]+$", "maxLength": 1024,
                           "description": "absolute directory on the remote host; or give repository" },
-                "repository": { "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$",
+                "repository": { "type": "string", "pattern": RepositoryLabel::PATTERN,
                                 "description": "use the path of this repository's ssh:// location" },
                 "append_only": { "type": "boolean", "default": false }
             }

@@ -17,6 +17,10 @@ use super::{quote, FieldError};
 pub struct RepositoryLabel(String);
 
 impl RepositoryLabel {
+    /// The rule of [`RepositoryLabel::parse`] (and of key names) as a JSON-schema
+    /// pattern, for the OpenAPI document.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+
     /// The label, if it is one; the error says which rule it breaks.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let ok_chars = s
@@ -63,6 +67,9 @@ const NOT_KEY_NAMES: &[&str] = &[
 pub struct KeyName(String);
 
 impl KeyName {
+    /// The rule of [`KeyName::parse`] as a JSON-schema pattern (a label's).
+    pub const PATTERN: &'static str = RepositoryLabel::PATTERN;
+
     /// The key name, if it is one; the error says which rule it breaks.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let label = RepositoryLabel::parse(s).map_err(|_| {
