@@ -62,19 +62,8 @@ async fn a_job_printing_faster_than_the_broker_loses_no_line_at_qos_1() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_never_stalls_a_job_and_its_lines_stay_readable() {
     let mut broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let dir = tempfile::tempdir().unwrap();
-    let bin = fast_printing_borgmatic(dir.path(), LINES);
-    let (worker, url) = start_with_http(
-        &broker,
-        &repos,
-        &[
-            ("BMQTT_BORGMATIC__BINARY", bin.to_str().unwrap()),
-            ("BMQTT_JOBS__LOG_QOS", "1"),
-        ],
-    )
-    .await;
+    let (_repos, _dir, worker, url) =
+        printing_worker(&broker, LINES, ("BMQTT_JOBS__LOG_QOS", "1")).await;
     broker.stop();
     let http = reqwest::Client::new();
     let resp: serde_json::Value = http
@@ -146,19 +135,8 @@ async fn a_broker_outage_never_stalls_a_job_and_its_lines_stay_readable() {
 async fn a_stream_of_a_job_whose_lines_are_gone_says_so_before_the_result() {
     const N: u64 = 500;
     let broker = Broker::start();
-    let repos = Repos::new();
-    repos.add("nc", "");
-    let dir = tempfile::tempdir().unwrap();
-    let bin = fast_printing_borgmatic(dir.path(), N);
-    let (worker, url) = start_with_http(
-        &broker,
-        &repos,
-        &[
-            ("BMQTT_BORGMATIC__BINARY", bin.to_str().unwrap()),
-            ("BMQTT_JOBS__STORED_LINES", "0"),
-        ],
-    )
-    .await;
+    let (_repos, _dir, worker, url) =
+        printing_worker(&broker, N, ("BMQTT_JOBS__STORED_LINES", "0")).await;
     let c = Client::connect(&broker).await;
     c.subscribe(&worker.topic("jobs/#")).await;
     c.subscribe(&worker.topic("response/#")).await;
@@ -183,4 +161,24 @@ async fn a_stream_of_a_job_whose_lines_are_gone_says_so_before_the_result() {
         (Some(1), Some(N)),
         "{lagged}"
     );
+}
+
+/// A worker with its HTTP sidecar whose borgmatic prints `lines` numbered lines as
+/// fast as it can (repository `nc`), with one more setting.
+async fn printing_worker(
+    broker: &Broker,
+    lines: u64,
+    setting: (&str, &str),
+) -> (Repos, tempfile::TempDir, TestApp, String) {
+    let repos = Repos::new();
+    repos.add("nc", "");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fast_printing_borgmatic(dir.path(), lines);
+    let (worker, url) = start_with_http(
+        broker,
+        &repos,
+        &[("BMQTT_BORGMATIC__BINARY", bin.to_str().unwrap()), setting],
+    )
+    .await;
+    (repos, dir, worker, url)
 }
