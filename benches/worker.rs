@@ -330,6 +330,16 @@ impl Lean {
         }
     }
 
+    /// Runs `command` on repository `nc` and waits for its successful result; the
+    /// seconds from publish to result.
+    async fn timed_job(&mut self, worker: &Worker, command: &str) -> f64 {
+        let t0 = Instant::now();
+        let body = json!({"token": READ_TOKEN, "repository": "nc"});
+        let r = self.request(&worker.base, command, body).await;
+        self.succeeded(worker, &r).await;
+        t0.elapsed().as_secs_f64()
+    }
+
     /// Waits for the result of the job a response started; it must have succeeded.
     async fn succeeded(&mut self, worker: &Worker, response: &Value) {
         let job = response["job_id"].as_str().expect("no job id");
@@ -410,16 +420,7 @@ async fn overhead(t: &mut Table, broker: &Broker, runs: usize) {
             .unwrap();
         assert!(out.status.success());
         let a = t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        let r = c
-            .request(
-                &worker.base,
-                "archive/list",
-                json!({"token": READ_TOKEN, "repository": "nc"}),
-            )
-            .await;
-        c.succeeded(&worker, &r).await;
-        let b = t0.elapsed().as_secs_f64();
+        let b = c.timed_job(&worker, "archive/list").await;
         direct.push(a * 1000.0);
         mqtt.push(b * 1000.0);
         ratio.push(b / a);
@@ -470,16 +471,7 @@ async fn latest_stats(t: &mut Table, broker: &Broker, runs: usize) {
             same(&latest),
             "--last 1 and --archive latest differ"
         );
-        let t0 = Instant::now();
-        let r = c
-            .request(
-                &worker.base,
-                "repo/latest-stats",
-                json!({"token": READ_TOKEN, "repository": "nc"}),
-            )
-            .await;
-        c.succeeded(&worker, &r).await;
-        let b = t0.elapsed().as_secs_f64();
+        let b = c.timed_job(&worker, "repo/latest-stats").await;
         direct.push(a * 1000.0);
         old.push(o * 1000.0);
         mqtt.push(b * 1000.0);
